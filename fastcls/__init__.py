@@ -1,0 +1,49 @@
+"""fastcls: train and fine-tune image classifiers in one command or one Python call.
+
+Heavy modules (torch, fastai, timm) load on first use, so `import fastcls` and `fastcls --help`
+stay instant.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Config",
+    "Evaluation",
+    "FastclsError",
+    "ImageClassifier",
+    "Prediction",
+    "__version__",
+    "load",
+    "load_config",
+    "resolve_source",
+    "train_run",
+]
+
+_LAZY = {
+    "Config": "fastcls.config",
+    "load_config": "fastcls.config",
+    "FastclsError": "fastcls.errors",
+    "Evaluation": "fastcls.api",
+    "ImageClassifier": "fastcls.api",
+    "Prediction": "fastcls.api",
+    "load": "fastcls.api",
+    "train_run": "fastcls.api",
+    "resolve_source": "fastcls.data.sources",
+}
+
+if TYPE_CHECKING:
+    from fastcls.api import Evaluation, ImageClassifier, Prediction, load, train_run
+    from fastcls.config import Config, load_config
+    from fastcls.data.sources import resolve_source
+    from fastcls.errors import FastclsError
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'fastcls' has no attribute {name!r}")

@@ -1,0 +1,400 @@
+"""The public Python API: `ImageClassifier`, `load`, `train_run`.
+
+Keras-simple on the outside, fastai underneath::
+
+    clf = fastcls.ImageClassifier("cnn", blocks=4)
+    clf.fit("builtin:digits", epochs=5)
+    print(clf.evaluate().accuracy)
+    clf.save("runs/digits-cnn")
+    fastcls.load("runs/digits-cnn").predict(["a.png"])
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from fastcls.config import Config, load_config
+from fastcls.data.images import IMAGE_SUFFIXES, Preprocessing
+from fastcls.data.sources import ImageSource, Sample, resolve_source
+from fastcls.errors import DataError, RunError
+from fastcls.reporting import Reporter, as_reporter
+from fastcls.runs import StagedRun, atomic_write_text, default_run_name, read_metrics, require_run
+
+__all__ = ["Evaluation", "ImageClassifier", "Prediction", "load", "train_run"]
+
+MODEL_FORMAT = "fastcls.model/1"
+
+
+@dataclass
+class Evaluation:
+    """Scores of a model on one split: overall, per class (scikit-learn), and the confusion counts."""
+
+    data: str
+    split: str
+    n: int
+    accuracy: float
+    top5: float
+    loss: float
+    classes: list[str]
+    per_class: dict[str, dict[str, float]]
+    confusion: list[list[int]]
+    skipped: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Prediction:
+    path: str
+    label: str
+    probability: float
+    top: list[tuple[str, float]] = field(default_factory=list)
+
+
+def _median_side(samples: list[Sample], limit: int = 64) -> int:
+    """The median short side of up to `limit` training images (headers only, no decoding)."""
+    from PIL import Image
+
+    step = max(1, len(samples) // limit)
+    sides = []
+    for sample in samples[::step][:limit]:
+        try:
+            with Image.open(sample.path) as image:
+                sides.append(min(image.size))
+        except (OSError, SyntaxError, ValueError):
+            continue
+    return int(statistics.median(sides)) if sides else 64
+
+
+def _expand_images(items: list[str | Path]) -> list[Path]:
+    paths: list[Path] = []
+    for item in items:
+        path = Path(item).expanduser()
+        if path.is_dir():
+            paths += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        elif path.exists():
+            paths.append(path)
+        else:
+            raise DataError(f"image {str(path)!r} does not exist.")
+    if not paths:
+        raise DataError("no images given: pass image files or folders that contain images.")
+    return paths
+
+
+def _versions() -> dict[str, str]:
+    import sys
+
+    import torch
+
+    from fastcls import __version__
+
+    versions = {"fastcls": __version__, "torch": torch.__version__, "python": platform.python_version()}
+    for name in ("fastai", "timm", "torchvision"):
+        module = sys.modules.get(name)
+        if module is not None:
+            versions[name] = getattr(module, "__version__", "?")
+    return versions
+
+
+class ImageClassifier:
+    """An image classifier: build it with an arch and options, `fit` it on DATA, then use or save it.
+
+    `arch` is `cnn` (the configurable scratch CNN; options blocks, filters, organisation, kernel,
+    activation, bn, dropout, dense) or any timm/torchvision name or fastcls alias. Any training or
+    data setting (epochs, lr, bs, size, seed, wd, valid_pct, fraction, on_bad_image) may be given
+    here or to `fit`.
+
+    >>> clf = ImageClassifier("cnn", blocks=3, epochs=2).fit("builtin:digits", quiet=True)
+    >>> clf.evaluate().accuracy > 0.8
+    True
+    """
+
+    def __init__(self, arch: str = "cnn", **options: Any) -> None:
+        self.config = Config().merged(Config.nest({"arch": arch, **options}))
+        self.model: Any = None
+        self.classes: list[str] = []
+        self.preprocessing: Preprocessing | None = None
+        self.history: list[dict[str, Any]] = []
+        self.metrics: dict[str, Any] = {}
+        self.family = ""
+        self._source: ImageSource | None = None
+
+    @classmethod
+    def from_config(cls, config: Config) -> ImageClassifier:
+        clf = cls.__new__(cls)
+        cls.__init__(clf, config.model.arch)
+        clf.config = config.merged({})
+        return clf
+
+    # -- training -----------------------------------------------------------------------------
+    def fit(
+        self,
+        data: str | Path | None = None,
+        *,
+        reporter: Reporter | str | None = None,
+        quiet: bool = False,
+        log_dir: str | Path | None = None,
+        **options: Any,
+    ) -> ImageClassifier:
+        """Train from scratch on DATA (a folder, CSV or builtin:NAME) with one-cycle AdamW.
+
+        `log_dir`, when given, receives metrics.csv after every epoch.
+        """
+        from fastcls.data.loaders import Batches, channel_stats, decode_split
+        from fastcls.models.registry import build_model, default_preprocessing, resolve_arch
+        from fastcls.train.learner import fit_one_cycle, seed_everything
+
+        overrides = Config.nest(options)
+        if data is not None:
+            overrides.setdefault("data", {})["source"] = str(data)
+        config = self.config.merged(overrides)
+        report = as_reporter(reporter, quiet)
+        seed_everything(config.train.seed)
+
+        spec = resolve_arch(config.model.arch)
+        source = resolve_source(config.data.source, config.data.valid_pct, config.train.seed)
+        source = source.with_fraction(config.data.fraction, config.train.seed)
+        prep = default_preprocessing(spec, config.data.size, _median_side(source.split("train")))
+        decoded = {
+            split: decode_split(
+                source.split(split), source.classes, prep, config.data.on_bad_image, report,
+                f"decode {split}",
+            )
+            for split in ("train", "valid")
+        }
+        if spec.family == "cnn":
+            mean, std = channel_stats(decoded["train"].images)
+            prep = replace(prep, mean=mean, std=std)
+        report.info(
+            f"{spec.name}: {len(source.classes)} classes, {len(decoded['train'].labels)} train / "
+            f"{len(decoded['valid'].labels)} valid images at {prep.size}px"
+        )
+
+        seed_everything(config.train.seed)
+        model = build_model(spec, len(source.classes), prep.size, config.model.cnn)
+        train = Batches(decoded["train"], prep, config.data.bs, shuffle=True, drop_last=True, seed=config.train.seed)
+        valid = Batches(decoded["valid"], prep, max(config.data.bs, 256))
+        metrics_path = Path(log_dir) / "metrics.csv" if log_dir is not None else None
+        self.history = fit_one_cycle(model, train, valid, config.train, report, metrics_path)
+
+        config.model.arch, config.data.size = spec.name, prep.size
+        self.config, self.model, self.classes, self.preprocessing = config, model, source.classes, prep
+        self.family, self._source = spec.family, source
+        self.metrics = {k: v for k, v in self.history[-1].items() if k != "epoch"}
+        self.metrics["skipped_images"] = sum(len(d.skipped) for d in decoded.values())
+        return self
+
+    # -- using a trained model ----------------------------------------------------------------
+    def _require_trained(self) -> None:
+        if self.model is None:
+            raise RunError("this classifier has not been trained; call fit() or fastcls.load() first.")
+
+    def _probabilities(self, images):
+        """Softmax outputs for a uint8 (N, 3, S, S) tensor, in eval mode without gradients."""
+        import torch
+
+        from fastcls.data.loaders import Batches, DecodedSplit
+
+        split = DecodedSplit(images, torch.zeros(len(images), dtype=torch.long), [], [])
+        self.model.eval()
+        with torch.inference_mode():
+            outputs = [self.model(x).float().softmax(-1) for x, _ in Batches(split, self.preprocessing, 256)]
+        return torch.cat(outputs) if outputs else torch.zeros(0, len(self.classes))
+
+    def _split_samples(self, data: str | Path | None, split: str | None) -> tuple[str, str, list[Sample]]:
+        if data is None and self._source is not None:
+            source = self._source
+        else:
+            spec = str(data) if data is not None else self.config.data.source
+            source = resolve_source(spec, self.config.data.valid_pct, self.config.train.seed)
+        split = split or ("test" if "test" in source.splits else "valid")
+        if split not in source.splits:
+            raise DataError(f"{source.spec} has no {split!r} split; it has {', '.join(source.splits)}.")
+        unknown = sorted(set(source.classes) - set(self.classes))
+        if unknown:
+            raise DataError(
+                f"{source.spec} has classes the model never saw: {', '.join(unknown)}; the model knows "
+                f"{', '.join(self.classes)}."
+            )
+        return source.spec, split, source.split(split)
+
+    def evaluate(
+        self, data: str | Path | None = None, split: str | None = None, reporter: Reporter | str | None = "quiet"
+    ) -> Evaluation:
+        """Accuracy, top-5, loss, per-class precision/recall/F1 and confusion counts on a split.
+
+        Default data is what the model was trained on; default split is test, else valid.
+        """
+        import torch
+        from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+        from fastcls.data.loaders import decode_split
+
+        self._require_trained()
+        spec, split, samples = self._split_samples(data, split)
+        decoded = decode_split(
+            samples, self.classes, self.preprocessing, self.config.data.on_bad_image,
+            as_reporter(reporter), f"decode {split}",
+        )
+        probs = self._probabilities(decoded.images)
+        labels = decoded.labels
+        k = min(5, len(self.classes))
+        top = probs.topk(k, dim=-1).indices
+        predicted = top[:, 0]
+        loss = float(torch.nn.functional.nll_loss(probs.clamp_min(1e-12).log(), labels))
+        ids = list(range(len(self.classes)))
+        precision, recall, f1, support = precision_recall_fscore_support(
+            labels.numpy(), predicted.numpy(), labels=ids, zero_division=0
+        )
+        per_class = {
+            name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+            for name, p, r, f, s in zip(self.classes, precision, recall, f1, support, strict=True)
+        }
+        return Evaluation(
+            data=spec,
+            split=split,
+            n=len(labels),
+            accuracy=float((predicted == labels).float().mean()),
+            top5=float((top == labels.view(-1, 1)).any(dim=1).float().mean()),
+            loss=loss,
+            classes=list(self.classes),
+            per_class=per_class,
+            confusion=confusion_matrix(labels.numpy(), predicted.numpy(), labels=ids).tolist(),
+            skipped=len(decoded.skipped),
+        )
+
+    def predict_proba(self, images: list[str | Path] | str | Path):
+        """(probabilities as an (N, classes) numpy array, the paths they belong to); unreadable files are skipped."""
+        import torch
+
+        from fastcls.data.loaders import decode_paths
+
+        self._require_trained()
+        paths = _expand_images([images] if isinstance(images, str | Path) else list(images))
+        arrays, errors = decode_paths(paths, self.preprocessing)
+        if errors and self.config.data.on_bad_image == "error":
+            raise DataError(f"{len(errors)} unreadable image(s), first: {errors[0]}.")
+        kept = [(a, p) for a, p in zip(arrays, paths, strict=True) if a is not None]
+        if not kept:
+            raise DataError(f"none of the {len(paths)} image(s) could be read, first error: {errors[0]}.")
+        probs = self._probabilities(torch.from_numpy(__import__("numpy").stack([a for a, _ in kept])))
+        return probs.numpy(), [p for _, p in kept]
+
+    def predict(self, images: list[str | Path] | str | Path, top: int = 3) -> list[Prediction]:
+        """The most likely class of each image, with the `top` classes and their probabilities."""
+        probs, paths = self.predict_proba(images)
+        k = max(1, min(top, len(self.classes)))
+        results = []
+        for path, row in zip(paths, probs, strict=True):
+            order = row.argsort()[::-1][:k]
+            ranked = [(self.classes[i], float(row[i])) for i in order]
+            results.append(Prediction(str(path), ranked[0][0], ranked[0][1], ranked))
+        return results
+
+    # -- saving and loading -------------------------------------------------------------------
+    def model_card(self) -> dict[str, Any]:
+        """The content of model.json: everything needed to rebuild and feed the model."""
+        self._require_trained()
+        return {
+            "format": MODEL_FORMAT,
+            "arch": self.config.model.arch,
+            "family": self.family,
+            "model_settings": asdict(self.config.model.cnn) if self.family == "cnn" else {},
+            "num_classes": len(self.classes),
+            "classes": list(self.classes),
+            "preprocessing": self.preprocessing.to_dict(),
+            "data": self.config.data.source,
+            "epochs": len(self.history),
+            "metrics": self.metrics,
+            "versions": _versions(),
+            "created": datetime.now().isoformat(timespec="seconds"),
+        }
+
+    def write_files(self, folder: str | Path, final: str | Path) -> None:
+        """Write the run's files into `folder` (each atomically) for a run that will live at `final`."""
+        from safetensors.torch import save_file
+
+        from fastcls.plots import training_curves
+        from fastcls.report import run_report
+        from fastcls.runs import atomic_write_bytes, write_metrics
+
+        folder = Path(folder)
+        state = {k: v.detach().cpu().clone().contiguous() for k, v in self.model.state_dict().items()}
+        tmp = folder / ".model.safetensors.tmp"
+        save_file(state, str(tmp), metadata={"format": MODEL_FORMAT})
+        atomic_write_bytes(folder / "model.safetensors", tmp.read_bytes())
+        tmp.unlink()
+        card = self.model_card()
+        atomic_write_text(folder / "model.json", json.dumps(card, indent=2) + "\n")
+        final = Path(final)
+        config = self.config.merged({"run": {"name": final.name, "root": str(final.parent), "out": None}})
+        atomic_write_text(folder / "config.toml", config.to_toml())
+        write_metrics(folder / "metrics.csv", self.history)
+        if self.history:
+            training_curves(self.history, folder / "plots" / "curves.png", title=f"{card['arch']} on {card['data']}")
+        atomic_write_text(folder / "report.md", run_report(card, self.history, config))
+
+    def save(self, path: str | Path, exist_ok: bool = False) -> Path:
+        """Write a complete run folder at `path` (never half-written); returns the path."""
+        self._require_trained()
+        with StagedRun(path, exist_ok) as staged:
+            self.write_files(staged.staging, staged.final)
+            return staged.commit()
+
+
+def load(path: str | Path) -> ImageClassifier:
+    """Rebuild a trained classifier from a run folder: safetensors weights plus model.json, no pickle."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from fastcls.models.registry import ArchSpec, build_model
+
+    folder = require_run(path)
+    try:
+        card = json.loads((folder / "model.json").read_text(encoding="utf-8"))
+        arch, family, classes = card["arch"], card["family"], list(card["classes"])
+        prep = Preprocessing.from_dict(card["preprocessing"])
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise RunError(f"{folder}/model.json is damaged or from another tool ({exc}).") from None
+    config = load_config(folder / "config.toml") if (folder / "config.toml").is_file() else Config()
+    config = config.merged({"model": {"arch": arch}})
+    if family == "cnn" and card.get("model_settings"):
+        config = config.merged({"model": {"cnn": card["model_settings"]}})
+    model = build_model(ArchSpec(arch, arch, family), len(classes), prep.size, config.model.cnn)
+    try:
+        state = load_file(str(folder / "model.safetensors"))
+        model.load_state_dict(state, strict=True)
+    except (SafetensorError, OSError, RuntimeError) as exc:
+        raise RunError(f"{folder}/model.safetensors cannot be loaded: {str(exc).splitlines()[0]}") from None
+    clf = ImageClassifier.from_config(config)
+    clf.model, clf.classes, clf.preprocessing, clf.family = model.eval(), classes, prep, family
+    clf.history = read_metrics(folder / "metrics.csv")
+    clf.metrics = card.get("metrics", {})
+    return clf
+
+
+def train_run(config: Config, reporter: Reporter | str | None = None) -> tuple[ImageClassifier, Path]:
+    """Train as `config` says and write the run folder: what `fastcls train` does.
+
+    The folder is `run.out`, else `run.root/run.name` (default name `<arch>-<date>-<time>`).
+    Test accuracy is added to the metrics when the data has a test split.
+    """
+    report = as_reporter(reporter)
+    final = Path(config.run.out) if config.run.out else Path(config.run.root) / (
+        config.run.name or default_run_name(config.model.arch)
+    )
+    with StagedRun(final, config.run.exist_ok) as staged:
+        clf = ImageClassifier.from_config(config).fit(reporter=report, log_dir=staged.staging)
+        if clf._source is not None and "test" in clf._source.splits:
+            result = clf.evaluate(split="test")
+            clf.metrics.update(test_accuracy=result.accuracy, test_top5=result.top5, test_loss=result.loss)
+        clf.write_files(staged.staging, staged.final)
+        path = staged.commit()
+    return clf, path

@@ -1,0 +1,266 @@
+"""One typed config, the single source of truth for a run: defaults, then TOML, then CLI flags.
+
+The resolved config is written to every run folder as `config.toml`, and
+`fastcls run runs/x/config.toml` repeats that run from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field, fields
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from fastcls.errors import ConfigError, did_you_mean
+
+__all__ = [
+    "BAD_IMAGE_POLICIES",
+    "COMMANDS",
+    "CnnConfig",
+    "Config",
+    "DataConfig",
+    "ModelConfig",
+    "RunConfig",
+    "TrainConfig",
+    "load_config",
+    "parse_fraction",
+]
+
+BAD_IMAGE_POLICIES = ("skip", "error")
+COMMANDS = ("train",)
+
+
+def parse_fraction(value: str | float) -> float:
+    """Read `1/16`, `0.0625` or `1` as a float in (0, 1]."""
+    try:
+        number = float(Fraction(str(value).strip()))
+    except (ValueError, ZeroDivisionError):
+        raise ConfigError(
+            f"fraction {value!r} is not a number; write it as 1/16 or 0.0625 (a share of train in (0, 1])."
+        ) from None
+    if not 0 < number <= 1:
+        raise ConfigError(f"fraction {value!r} must be in (0, 1], e.g. 1/16 or 0.5.")
+    return number
+
+
+def _check_range(name: str, value: float, low: float, high: float | None = None) -> None:
+    if value < low or (high is not None and value > high):
+        upper = f" and {high}" if high is not None else ""
+        raise ConfigError(f"{name}={value!r} is out of range: it must be at least {low}{upper}.")
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(
+            f"{name}={value!r} is not one of {', '.join(choices)}.{did_you_mean(value, choices)}"
+        )
+
+
+@dataclass
+class DataConfig:
+    """Where the images come from and how they are batched."""
+
+    source: str = "builtin:digits"
+    valid_pct: float = 0.2
+    fraction: float = 1.0
+    on_bad_image: str = "skip"
+    size: int | None = None  # None: the architecture's input size, else the images' median side
+    bs: int = 64
+
+    def validate(self) -> None:
+        _check_range("valid_pct", self.valid_pct, 0.01, 0.9)
+        self.fraction = parse_fraction(self.fraction)
+        _check_choice("on_bad_image", self.on_bad_image, BAD_IMAGE_POLICIES)
+        if self.size is not None:
+            _check_range("size", self.size, 4, 4096)
+        _check_range("bs", self.bs, 1, 65536)
+
+
+@dataclass
+class CnnConfig:
+    """The configurable from-scratch CNN: conv -> act -> (BN) -> maxpool per block, dense, output."""
+
+    blocks: int = 5
+    filters: int = 32
+    organisation: str = "same"
+    kernel: int = 3
+    activation: str = "relu"
+    bn: bool = True
+    dropout: float = 0.2
+    dense: int = 256
+
+    def validate(self) -> None:
+        _check_range("blocks", self.blocks, 1, 12)
+        _check_range("filters", self.filters, 1, 4096)
+        _check_range("kernel", self.kernel, 1, 15)
+        if self.kernel % 2 == 0:
+            raise ConfigError(f"kernel={self.kernel} must be odd (1, 3, 5, ...) to keep 'same' padding.")
+        _check_range("dropout", self.dropout, 0.0, 0.95)
+        _check_range("dense", self.dense, 1, 65536)
+
+
+@dataclass
+class ModelConfig:
+    """Which network to build; `cnn` settings apply only when arch is 'cnn'."""
+
+    arch: str = "cnn"
+    cnn: CnnConfig = field(default_factory=CnnConfig)
+
+    def validate(self) -> None:
+        if not self.arch or not self.arch.strip():
+            raise ConfigError("arch is empty: name a model such as 'cnn', 'resnet18' or 'efficientnet_b0'.")
+        self.cnn.validate()
+
+
+@dataclass
+class TrainConfig:
+    """The optimisation budget: one-cycle schedule with AdamW."""
+
+    epochs: int = 5
+    lr: float = 3e-3
+    wd: float = 0.01
+    seed: int = 42
+
+    def validate(self) -> None:
+        _check_range("epochs", self.epochs, 1, 100000)
+        _check_range("lr", self.lr, 1e-12, 100.0)
+        _check_range("wd", self.wd, 0.0, 10.0)
+
+
+@dataclass
+class RunConfig:
+    """Where the run folder goes: `out` names it outright, else `<root>/<name>`."""
+
+    name: str | None = None
+    root: str = "runs"
+    out: str | None = None
+    exist_ok: bool = False
+
+    def validate(self) -> None:
+        if self.name is not None and ("/" in self.name or self.name in {"", ".", ".."}):
+            raise ConfigError(f"run name {self.name!r} must be a plain folder name; use --out for a path.")
+
+
+_SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "run": RunConfig}
+
+
+@dataclass
+class Config:
+    """A whole command's settings. `Config.from_dict` checks every key and value."""
+
+    command: str = "train"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def validate(self) -> Config:
+        _check_choice("command", self.command, COMMANDS)
+        for name in _SECTIONS:
+            getattr(self, name).validate()
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """A TOML-ready dict: None values are left out, `cnn` only for the cnn arch."""
+        out = _drop_none(dataclasses.asdict(self))
+        if self.model.arch != "cnn":
+            out["model"].pop("cnn", None)
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Config:
+        return cls().merged(raw)
+
+    def merged(self, overrides: dict[str, Any]) -> Config:
+        """A copy with `overrides` (nested like the TOML) applied and validated."""
+        config = dataclasses.replace(self)
+        _apply(config, overrides, "")
+        return config.validate()
+
+    @staticmethod
+    def nest(flat: dict[str, Any]) -> dict[str, Any]:
+        """Place flat settings (`epochs=3, blocks=4`) in their sections; unknown names are errors."""
+        where: dict[str, tuple[str, ...]] = {"command": ()}
+        for section, kind in _SECTIONS.items():
+            for f in fields(kind):
+                if f.name != "cnn":
+                    where[f.name] = (section,)
+        for f in fields(CnnConfig):
+            where[f.name] = ("model", "cnn")
+        nested: dict[str, Any] = {}
+        for key, value in flat.items():
+            if key not in where:
+                raise ConfigError(f"unknown setting {key!r}.{did_you_mean(key, where)}")
+            target = nested
+            for part in where[key]:
+                target = target.setdefault(part, {})
+            target[key] = value
+        return nested
+
+    def to_toml(self) -> str:
+        import tomli_w
+
+        return tomli_w.dumps(self.to_dict())
+
+
+def _drop_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    return value
+
+
+def _apply(target: Any, overrides: dict[str, Any], prefix: str) -> None:
+    known = {f.name: f for f in fields(target)}
+    for key, value in overrides.items():
+        where = f"{prefix}{key}"
+        if key not in known:
+            raise ConfigError(
+                f"unknown setting {where!r}; valid here: {', '.join(known)}.{did_you_mean(key, known)}"
+            )
+        current = getattr(target, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"setting {where!r} must be a table of settings, not {value!r}.")
+            copy = dataclasses.replace(current)
+            _apply(copy, value, f"{where}.")
+            setattr(target, key, copy)
+        else:
+            setattr(target, key, _coerce(where, value, known[key].type))
+
+
+def _coerce(where: str, value: Any, annotation: Any) -> Any:
+    kind = str(annotation)
+    if value is None:
+        return None
+    try:
+        if kind.startswith("bool"):
+            if isinstance(value, bool):
+                return value
+            raise ValueError
+        if kind.startswith("int"):
+            if isinstance(value, bool) or float(value) != int(value):
+                raise ValueError
+            return int(value)
+        if kind.startswith("float"):
+            return parse_fraction(value) if where.endswith("fraction") else float(value)
+        if kind.startswith("str"):
+            if not isinstance(value, str | Path):
+                raise ValueError
+            return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"setting {where!r} has the wrong type: {value!r} is not {kind}.") from None
+    return value
+
+
+def load_config(path: str | Path) -> Config:
+    """Read a config TOML (for example a run's own `config.toml`) into a validated `Config`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist.")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}.") from None
+    return Config.from_dict(raw)

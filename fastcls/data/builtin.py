@@ -1,0 +1,80 @@
+"""Datasets that ship with fastcls's dependencies, written once as image folders.
+
+`builtin:digits` is scikit-learn's 1,797 8x8 handwritten digits as grayscale PNGs under
+`$FASTCLS_HOME/datasets/digits/{train,valid,test}/<digit>/`, with a fixed stratified 70/10/20
+split so that every run and every user compares on the same test images.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from fastcls.data.split import stratified_split
+from fastcls.errors import DataError, did_you_mean
+
+__all__ = ["BUILTINS", "builtin_source", "fastcls_home"]
+
+_DIGITS_VERSION = "1"
+
+
+def fastcls_home() -> Path:
+    """The cache folder: `$FASTCLS_HOME`, default `~/.cache/fastcls`."""
+    return Path(os.environ.get("FASTCLS_HOME", Path.home() / ".cache" / "fastcls")).expanduser()
+
+
+def _write_digits(folder: Path) -> None:
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    labels = [str(t) for t in digits.target]
+    rest, test = stratified_split(labels, 0.2, seed=0)
+    train_rest, valid_rest = stratified_split([labels[i] for i in rest], 0.125, seed=0)
+    split_of = {i: "test" for i in test}
+    split_of.update({rest[i]: "valid" for i in valid_rest})
+    split_of.update({rest[i]: "train" for i in train_rest})
+    pixels = np.clip(digits.images * (255.0 / 16.0) + 0.5, 0, 255).astype(np.uint8)
+    for index, label in enumerate(labels):
+        target = folder / split_of[index] / label
+        target.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels[index], mode="L").save(target / f"{index:04d}.png")
+
+
+BUILTINS: dict[str, tuple[str, Callable[[Path], None]]] = {
+    "digits": (_DIGITS_VERSION, _write_digits),
+}
+
+
+def builtin_source(name: str):
+    """Write the named dataset to the cache once (atomically), then read it as split folders."""
+    from fastcls.data.sources import resolve_source
+
+    if name not in BUILTINS:
+        raise DataError(
+            f"builtin:{name} is not a built-in dataset; choose one of "
+            f"{', '.join('builtin:' + n for n in BUILTINS)}.{did_you_mean(name, BUILTINS)}"
+        )
+    version, write = BUILTINS[name]
+    folder = fastcls_home() / "datasets" / name
+    marker = folder / ".complete"
+    if not (marker.is_file() and marker.read_text().strip() == version):
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=folder.parent))
+        try:
+            write(staging)
+            (staging / ".complete").write_text(version)
+            if folder.exists():
+                shutil.rmtree(folder)
+            staging.rename(folder)
+        except FileExistsError:  # another process finished first; its copy is as good
+            pass
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    source = resolve_source(folder)
+    source.spec = f"builtin:{name}"
+    return source

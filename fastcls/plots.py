@@ -1,0 +1,41 @@
+"""Plots drawn from plain numbers (matplotlib, Agg backend); imported only when a plot is made."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+from fastcls.runs import atomic_write_bytes
+
+__all__ = ["training_curves"]
+
+
+def training_curves(rows: list[dict[str, Any]], path: str | Path, title: str = "") -> Path:
+    """Loss (train and valid) and accuracy (top-1 and top-5) per epoch, side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in rows]
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
+    loss_ax.plot(epochs, [r["train_loss"] for r in rows], "o-", label="train")
+    loss_ax.plot(epochs, [r["valid_loss"] for r in rows], "s-", label="valid")
+    loss_ax.set(xlabel="epoch", ylabel="cross-entropy loss", title="Loss")
+    acc_ax.plot(epochs, [r["accuracy"] for r in rows], "o-", label="top-1")
+    acc_ax.plot(epochs, [r["top5"] for r in rows], "s--", label="top-5")
+    acc_ax.set(xlabel="epoch", ylabel="validation accuracy", title="Accuracy", ylim=(0, 1.02))
+    for ax in (loss_ax, acc_ax):
+        ax.grid(alpha=0.3)
+        ax.legend()
+        if len(epochs) <= 20:
+            ax.set_xticks(epochs)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+    return Path(path)

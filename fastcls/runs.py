@@ -1,0 +1,189 @@
+"""The run folder, the unit of output: create it safely, write into it atomically, list and open it.
+
+A run is trained into a hidden staging folder beside its final place and renamed into place only
+when complete, so `runs/` never holds a half-written run, even after a crash or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from fastcls.errors import RunError
+
+__all__ = [
+    "METRIC_COLUMNS",
+    "RunInfo",
+    "StagedRun",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "default_run_name",
+    "list_runs",
+    "read_metrics",
+    "require_run",
+    "write_metrics",
+]
+
+METRIC_COLUMNS = ("epoch", "train_loss", "valid_loss", "accuracy", "top5", "lr", "seconds")
+MODEL_FILES = ("model.json", "model.safetensors")
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write via a temp file in the same folder, fsync, then rename: readers see old or new, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_metrics(path: str | Path, rows: list[dict[str, Any]]) -> None:
+    buffer = io.StringIO()
+    columns = list(METRIC_COLUMNS) + [k for k in (rows[0] if rows else {}) if k not in METRIC_COLUMNS]
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    path = Path(path)
+    if not path.is_file():
+        return []
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    return [{k: _number(v) for k, v in row.items()} for row in rows]
+
+
+def _number(text: str) -> Any:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except (TypeError, ValueError):
+            pass
+    return text
+
+
+def default_run_name(arch: str) -> str:
+    """`<arch>-<date>-<time>`, with the arch made filesystem-safe."""
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in arch)
+    return f"{safe}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+class StagedRun:
+    """A run being written: files go to `staging`; `commit()` moves them to `final` atomically.
+
+    Use as a context manager: leaving it with an exception deletes the staging folder and leaves
+    `final` exactly as it was.
+    """
+
+    def __init__(self, final: str | Path, exist_ok: bool = False) -> None:
+        self.final = Path(final).expanduser()
+        if self.final.exists() and not self.final.is_dir():
+            raise RunError(f"{self.final} exists and is not a folder; choose another --out or --name.")
+        if self.final.is_dir() and any(self.final.iterdir()) and not exist_ok:
+            raise RunError(
+                f"run folder {self.final} already exists and is not empty; choose another --name/--out, "
+                "or pass --exist-ok to replace its files."
+            )
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        self.staging = Path(tempfile.mkdtemp(prefix=f".{self.final.name}.staging-", dir=self.final.parent))
+
+    def __enter__(self) -> StagedRun:
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        if kind is not None:
+            shutil.rmtree(self.staging, ignore_errors=True)
+
+    def commit(self) -> Path:
+        if not self.final.exists() or (self.final.is_dir() and not any(self.final.iterdir())):
+            if self.final.exists():
+                self.final.rmdir()
+            os.replace(self.staging, self.final)
+        else:  # --exist-ok into a used folder: replace our files, keep the user's others
+            for item in self.staging.rglob("*"):
+                if item.is_file():
+                    target = self.final / item.relative_to(self.staging)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(item, target)
+            shutil.rmtree(self.staging, ignore_errors=True)
+        return self.final
+
+
+def require_run(path: str | Path) -> Path:
+    """The run folder at `path`, or a RunError saying what is missing."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise RunError(f"run {str(path)!r} does not exist; `fastcls runs ls` lists the runs you have.")
+    if path.is_file() and path.name in MODEL_FILES:
+        path = path.parent
+    missing = [name for name in MODEL_FILES if not (path / name).is_file()]
+    if missing:
+        raise RunError(
+            f"{path} is not a fastcls run folder (missing {', '.join(missing)}); give a folder made by "
+            "`fastcls train`."
+        )
+    return path
+
+
+@dataclass
+class RunInfo:
+    path: Path
+    arch: str
+    classes: int
+    epochs: int
+    best_accuracy: float | None
+    final_accuracy: float | None
+    test_accuracy: float | None
+    created: str
+
+
+def list_runs(root: str | Path = "runs") -> list[RunInfo]:
+    """Every run folder directly below `root`, newest first."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise RunError(f"{root} is not a folder of runs.")
+    infos = []
+    for folder in root.iterdir():
+        if folder.name.startswith(".") or not (folder / "model.json").is_file():
+            continue
+        try:
+            meta = json.loads((folder / "model.json").read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            continue
+        rows = read_metrics(folder / "metrics.csv")
+        accuracies = [r["accuracy"] for r in rows if isinstance(r.get("accuracy"), float | int)]
+        metrics = meta.get("metrics", {})
+        infos.append(
+            RunInfo(
+                path=folder,
+                arch=meta.get("arch", "?"),
+                classes=len(meta.get("classes", [])),
+                epochs=len(rows),
+                best_accuracy=max(accuracies) if accuracies else None,
+                final_accuracy=metrics.get("accuracy"),
+                test_accuracy=metrics.get("test_accuracy"),
+                created=meta.get("created", ""),
+            )
+        )
+    return sorted(infos, key=lambda info: info.created, reverse=True)

@@ -149,6 +149,7 @@ class ImageClassifier:
         """
         from fastcls.data.loaders import Batches, channel_stats, decode_split
         from fastcls.models.registry import build_model, default_preprocessing, resolve_arch
+        from fastcls.models.scratch import check_cnn_config
         from fastcls.train.learner import fit_one_cycle, seed_everything
 
         overrides = Config.nest(options)
@@ -159,6 +160,8 @@ class ImageClassifier:
         seed_everything(config.train.seed)
 
         spec = resolve_arch(config.model.arch)
+        if spec.family == "cnn":
+            check_cnn_config(config.model.cnn)
         source = resolve_source(config.data.source, config.data.valid_pct, config.train.seed)
         source = source.with_fraction(config.data.fraction, config.train.seed)
         prep = default_preprocessing(spec, config.data.size, _median_side(source.split("train")))

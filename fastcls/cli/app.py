@@ -1,0 +1,47 @@
+"""The `fastcls` command: Typer commands over the Python API, user errors as one line and exit 1.
+
+Exit codes: 0 success, 1 user error, 2 usage error, 130 interrupted. `--debug` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from fastcls import __version__
+from fastcls.cli import inspect, train, use
+from fastcls.cli.common import DEBUG
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="fastcls",
+    help="Train, fine-tune, evaluate and explain image classifiers. Start with: fastcls train builtin:digits",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"fastcls {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version and exit."),
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
+) -> None:
+    """fastcls: image classifiers in one command."""
+    DEBUG["on"] = debug
+
+
+train.register(app)
+use.register(app)
+inspect.register(app)
+
+
+def main() -> None:
+    """Entry point of the `fastcls` script and `python -m fastcls`."""
+    app(prog_name="fastcls")

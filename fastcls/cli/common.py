@@ -1,0 +1,59 @@
+"""What every command shares: output consoles, JSON printing, and turning flags into overrides."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import typer
+
+__all__ = ["DEBUG", "console", "given", "handled", "print_json", "reporter_for"]
+
+DEBUG = {"on": False}  # set by the root `--debug` option
+
+
+def handled(function: Callable) -> Callable:
+    """Wrap a command: a FastclsError prints one line and exits 1; Ctrl-C exits 130."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from fastcls.errors import FastclsError
+
+        try:
+            return function(*args, **kwargs)
+        except FastclsError as exc:
+            if DEBUG["on"]:
+                raise
+            print(f"error: {exc}", file=sys.stderr)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            print("interrupted: nothing was saved for the unfinished work.", file=sys.stderr)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def console():
+    """A rich console on stdout for results (progress goes to stderr)."""
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def print_json(payload: Any) -> None:
+    sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def reporter_for(quiet: bool, as_json: bool):
+    from fastcls.reporting import Reporter
+
+    return Reporter("quiet" if quiet else "auto")
+
+
+def given(**flags: Any) -> dict[str, Any]:
+    """Only the flags the user actually set (Typer defaults are None)."""
+    return {k: v for k, v in flags.items() if v is not None}

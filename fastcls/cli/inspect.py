@@ -1,0 +1,163 @@
+"""`fastcls summary`, `fastcls models`, `fastcls data check`, `fastcls runs ls`: look before and after."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from fastcls.cli.common import console, handled, given, print_json, reporter_for
+
+__all__ = ["register"]
+
+data_app = typer.Typer(help="Inspect data before training.", no_args_is_help=True)
+runs_app = typer.Typer(help="List and inspect run folders.", no_args_is_help=True)
+
+
+def summary(
+    arch: str = typer.Option("cnn", "--arch", "-a", help="cnn, an alias, or a timm/torchvision name."),
+    size: int = typer.Option(64, help="Input size in pixels for the FLOP count."),
+    classes: int = typer.Option(10, min=2, help="Number of output classes."),
+    blocks: int = typer.Option(None, help="cnn: number of conv blocks."),
+    filters: int = typer.Option(None, help="cnn: filters in the first block."),
+    organisation: str = typer.Option(None, help="cnn: same, double or half."),
+    kernel: int = typer.Option(None, help="cnn: kernel size."),
+    activation: str = typer.Option(None, help="cnn: activation name."),
+    bn: bool = typer.Option(None, "--bn/--no-bn", help="cnn: BatchNorm after activations."),
+    dropout: float = typer.Option(None, help="cnn: dropout before the output layer."),
+    dense: int = typer.Option(None, help="cnn: dense layer width."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Parameters, FLOPs per image and layer groups of an architecture."""
+    from rich.table import Table
+
+    from fastcls.config import Config
+    from fastcls.models.registry import build_model, resolve_arch
+    from fastcls.models.summary import summarize
+
+    cnn = given(blocks=blocks, filters=filters, organisation=organisation, kernel=kernel,
+                activation=activation, bn=bn, dropout=dropout, dense=dense)
+    config = Config().merged({"model": {"arch": arch, "cnn": cnn}})
+    spec = resolve_arch(config.model.arch)
+    result = summarize(build_model(spec, classes, size, config.model.cnn), spec.name, size, classes)
+    if as_json:
+        print_json(result.to_dict())
+        return
+    out = console()
+    out.print(
+        f"[bold]{result.arch}[/bold] at {size}px, {classes} classes: {result.params:,} parameters, "
+        f"{result.flops / 1e6:,.1f} MFLOPs per image (multiply-add = 2 FLOPs)"
+    )
+    table = Table("group", "parameters", "tensors", "first tensor", title="layer groups")
+    for group in result.groups:
+        table.add_row(group["name"], f"{group['params']:,}", str(group["tensors"]), group["first"])
+    out.print(table)
+
+
+def models(
+    pattern: str = typer.Argument("", help="A substring or glob (e.g. 'efficientnet*') to filter names."),
+    as_json: bool = typer.Option(False, "--json", help="Print names as JSON."),
+) -> None:
+    """List architecture names: fastcls aliases, then timm and torchvision models."""
+    import fnmatch
+
+    import timm
+    import torchvision
+
+    from fastcls.models.registry import ALIASES
+
+    glob = pattern if any(c in pattern for c in "*?[") else f"*{pattern}*"
+    found = {
+        "aliases": {k: v for k, v in ALIASES.items() if fnmatch.fnmatch(k, glob)},
+        "timm": fnmatch.filter(timm.list_models(), glob),
+        "torchvision": fnmatch.filter(torchvision.models.list_models(), glob),
+    }
+    if as_json:
+        print_json(found)
+        return
+    out = console()
+    for alias, target in found["aliases"].items():
+        out.print(f"{alias:20s} -> {target}")
+    out.print(f"[bold]timm[/bold] ({len(found['timm'])}): {' '.join(found['timm'])}")
+    out.print(f"[bold]torchvision[/bold] (use as torchvision:NAME) ({len(found['torchvision'])}): {' '.join(found['torchvision'])}")
+
+
+@data_app.command("check")
+@handled
+def data_check(
+    data: str = typer.Argument(..., help="A folder, CSV or builtin:NAME."),
+    valid_pct: float = typer.Option(0.2, help="Share of train held out when DATA has no valid split."),
+    seed: int = typer.Option(42, help="Seed of that split."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Class counts, image sizes, unreadable files and cross-split duplicates; exit 1 if training would fail."""
+    from rich.table import Table
+
+    from fastcls.data.checks import check_data
+
+    report = check_data(data, valid_pct, seed, reporter_for(quiet, as_json))
+    if as_json:
+        print_json(report.to_dict())
+    else:
+        out = console()
+        out.print(f"[bold]{report.data}[/bold] ({report.kind}): {len(report.classes)} classes")
+        if report.counts:
+            splits = list(report.counts)
+            table = Table("class", *splits)
+            for name in report.classes:
+                table.add_row(name, *(str(report.counts[s].get(name, 0)) for s in splits))
+            table.add_row("[bold]total[/bold]", *(str(sum(report.counts[s].values())) for s in splits))
+            out.print(table)
+        for split, sizes in report.sizes.items():
+            out.print(
+                f"{split} image sizes (w x h): min {sizes['min'][0]}x{sizes['min'][1]}, "
+                f"median {sizes['median'][0]}x{sizes['median'][1]}, max {sizes['max'][0]}x{sizes['max'][1]}"
+            )
+        for path in report.unreadable[:10]:
+            out.print(f"  unreadable: {path}")
+        for group in report.duplicates[:10]:
+            out.print(f"  duplicate: {' = '.join(group)}")
+        for message in report.warnings:
+            out.print(f"[yellow]warning:[/yellow] {message}")
+        for message in report.errors:
+            out.print(f"[red]error:[/red] {message}")
+        if report.ok:
+            out.print("[green]ok[/green]: this data can be trained on.")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@runs_app.command("ls")
+@handled
+def runs_ls(
+    folder: Path = typer.Argument(Path("runs"), help="The folder that holds run folders."),
+    as_json: bool = typer.Option(False, "--json", help="Print the list as JSON."),
+) -> None:
+    """List runs with their best and final validation accuracy and test accuracy."""
+    from rich.table import Table
+
+    from fastcls.runs import list_runs
+
+    infos = list_runs(folder)
+    if as_json:
+        print_json([info.__dict__ for info in infos])
+        return
+    table = Table("run", "arch", "classes", "epochs", "best valid", "final valid", "test", "created")
+
+    def pct(value):
+        return f"{value:.4f}" if value is not None else "-"
+
+    for info in infos:
+        table.add_row(
+            info.path.name, info.arch, str(info.classes), str(info.epochs), pct(info.best_accuracy),
+            pct(info.final_accuracy), pct(info.test_accuracy), info.created,
+        )
+    console().print(table if infos else f"no runs in {folder}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(handled(summary))
+    app.command()(handled(models))
+    app.add_typer(data_app, name="data")
+    app.add_typer(runs_app, name="runs")

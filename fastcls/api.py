@@ -95,7 +95,11 @@ def _versions() -> dict[str, str]:
 
     from fastcls import __version__
 
-    versions = {"fastcls": __version__, "torch": torch.__version__, "python": platform.python_version()}
+    versions = {
+        "fastcls": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
     for name in ("fastai", "timm", "torchvision"):
         module = sys.modules.get(name)
         if module is not None:
@@ -167,7 +171,11 @@ class ImageClassifier:
         prep = default_preprocessing(spec, config.data.size, _median_side(source.split("train")))
         decoded = {
             split: decode_split(
-                source.split(split), source.classes, prep, config.data.on_bad_image, report,
+                source.split(split),
+                source.classes,
+                prep,
+                config.data.on_bad_image,
+                report,
                 f"decode {split}",
             )
             for split in ("train", "valid")
@@ -182,13 +190,25 @@ class ImageClassifier:
 
         seed_everything(config.train.seed)
         model = build_model(spec, len(source.classes), prep.size, config.model.cnn)
-        train = Batches(decoded["train"], prep, config.data.bs, shuffle=True, drop_last=True, seed=config.train.seed)
+        train = Batches(
+            decoded["train"],
+            prep,
+            config.data.bs,
+            shuffle=True,
+            drop_last=True,
+            seed=config.train.seed,
+        )
         valid = Batches(decoded["valid"], prep, max(config.data.bs, 256))
         metrics_path = Path(log_dir) / "metrics.csv" if log_dir is not None else None
         self.history = fit_one_cycle(model, train, valid, config.train, report, metrics_path)
 
         config.model.arch, config.data.size = spec.name, prep.size
-        self.config, self.model, self.classes, self.preprocessing = config, model, source.classes, prep
+        self.config, self.model, self.classes, self.preprocessing = (
+            config,
+            model,
+            source.classes,
+            prep,
+        )
         self.family, self._source = spec.family, source
         self.metrics = {k: v for k, v in self.history[-1].items() if k != "epoch"}
         self.metrics["skipped_images"] = sum(len(d.skipped) for d in decoded.values())
@@ -229,7 +249,10 @@ class ImageClassifier:
         return source.spec, split, source.split(split)
 
     def evaluate(
-        self, data: str | Path | None = None, split: str | None = None, reporter: Reporter | str | None = "quiet"
+        self,
+        data: str | Path | None = None,
+        split: str | None = None,
+        reporter: Reporter | str | None = "quiet",
     ) -> Evaluation:
         """Accuracy, top-5, loss, per-class precision/recall/F1 and confusion counts on a split.
 
@@ -243,8 +266,12 @@ class ImageClassifier:
         self._require_trained()
         spec, split, samples = self._split_samples(data, split)
         decoded = decode_split(
-            samples, self.classes, self.preprocessing, self.config.data.on_bad_image,
-            as_reporter(reporter), f"decode {split}",
+            samples,
+            self.classes,
+            self.preprocessing,
+            self.config.data.on_bad_image,
+            as_reporter(reporter),
+            f"decode {split}",
         )
         probs = self._probabilities(decoded.images)
         labels = decoded.labels
@@ -274,7 +301,7 @@ class ImageClassifier:
         )
 
     def predict_proba(self, images: list[str | Path] | str | Path):
-        """(probabilities as an (N, classes) numpy array, the paths they belong to); unreadable files are skipped."""
+        """(an (N, classes) numpy array of probabilities, the paths they belong to); bad files skipped."""
         import torch
 
         from fastcls.data.loaders import decode_paths
@@ -341,7 +368,11 @@ class ImageClassifier:
         atomic_write_text(folder / "config.toml", config.to_toml())
         write_metrics(folder / "metrics.csv", self.history)
         if self.history:
-            training_curves(self.history, folder / "plots" / "curves.png", title=f"{card['arch']} on {card['data']}")
+            training_curves(
+                self.history,
+                folder / "plots" / "curves.png",
+                title=f"{card['arch']} on {card['data']}",
+            )
         atomic_write_text(folder / "report.md", run_report(card, self.history, config))
 
     def save(self, path: str | Path, exist_ok: bool = False) -> Path:
@@ -390,8 +421,10 @@ def train_run(config: Config, reporter: Reporter | str | None = None) -> tuple[I
     Test accuracy is added to the metrics when the data has a test split.
     """
     report = as_reporter(reporter)
-    final = Path(config.run.out) if config.run.out else Path(config.run.root) / (
-        config.run.name or default_run_name(config.model.arch)
+    final = (
+        Path(config.run.out)
+        if config.run.out
+        else Path(config.run.root) / (config.run.name or default_run_name(config.model.arch))
     )
     with StagedRun(final, config.run.exist_ok) as staged:
         clf = ImageClassifier.from_config(config).fit(reporter=report, log_dir=staged.staging)

@@ -7,11 +7,12 @@ The resolved config is written to every run folder as `config.toml`, and
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from dataclasses import dataclass, field, fields
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from fastcls.errors import ConfigError, did_you_mean
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from fastcls.cli.common import console, handled, given, print_json, reporter_for
+from fastcls.cli.common import console, given, handled, print_json, reporter_for
 
 __all__ = ["register"]
 
@@ -35,8 +35,16 @@ def summary(
     from fastcls.models.registry import build_model, resolve_arch
     from fastcls.models.summary import summarize
 
-    cnn = given(blocks=blocks, filters=filters, organisation=organisation, kernel=kernel,
-                activation=activation, bn=bn, dropout=dropout, dense=dense)
+    cnn = given(
+        blocks=blocks,
+        filters=filters,
+        organisation=organisation,
+        kernel=kernel,
+        activation=activation,
+        bn=bn,
+        dropout=dropout,
+        dense=dense,
+    )
     config = Config().merged({"model": {"arch": arch, "cnn": cnn}})
     spec = resolve_arch(config.model.arch)
     result = summarize(build_model(spec, classes, size, config.model.cnn), spec.name, size, classes)
@@ -79,7 +87,10 @@ def models(
     for alias, target in found["aliases"].items():
         out.print(f"{alias:20s} -> {target}")
     out.print(f"[bold]timm[/bold] ({len(found['timm'])}): {' '.join(found['timm'])}")
-    out.print(f"[bold]torchvision[/bold] (use as torchvision:NAME) ({len(found['torchvision'])}): {' '.join(found['torchvision'])}")
+    out.print(
+        f"[bold]torchvision[/bold] (use as torchvision:NAME) ({len(found['torchvision'])}): "
+        + " ".join(found["torchvision"])
+    )
 
 
 @data_app.command("check")
@@ -91,7 +102,7 @@ def data_check(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
-    """Class counts, image sizes, unreadable files and cross-split duplicates; exit 1 if training would fail."""
+    """Class counts, image sizes, unreadable files, cross-split duplicates; exit 1 if training would fail."""
     from rich.table import Table
 
     from fastcls.data.checks import check_data
@@ -150,8 +161,14 @@ def runs_ls(
 
     for info in infos:
         table.add_row(
-            info.path.name, info.arch, str(info.classes), str(info.epochs), pct(info.best_accuracy),
-            pct(info.final_accuracy), pct(info.test_accuracy), info.created,
+            info.path.name,
+            info.arch,
+            str(info.classes),
+            str(info.epochs),
+            pct(info.best_accuracy),
+            pct(info.final_accuracy),
+            pct(info.test_accuracy),
+            info.created,
         )
     console().print(table if infos else f"no runs in {folder}")
 

@@ -7,11 +7,13 @@ from typing import Any
 
 import typer
 
-from fastcls.cli.common import console, handled, given, print_json, reporter_for
+from fastcls.cli.common import console, given, handled, print_json, reporter_for
 
 __all__ = ["register"]
 
-DATA_HELP = "A folder (train/ and valid/ splits, or class folders), a CSV of path,label[,split], or builtin:digits."
+DATA_HELP = (
+    "A folder (train/ and valid/ splits, or class folders), a CSV of path,label[,split], or builtin:digits."
+)
 
 
 def _finish(clf, path: Path, quiet: bool, as_json: bool) -> None:
@@ -30,25 +32,39 @@ def _finish(clf, path: Path, quiet: bool, as_json: bool) -> None:
 
 def train(
     data: str = typer.Argument(..., help=DATA_HELP),
-    arch: str = typer.Option(None, "--arch", "-a", help="cnn, a fastcls alias, or any timm/torchvision model name."),
+    arch: str = typer.Option(
+        None, "--arch", "-a", help="cnn, a fastcls alias, or any timm/torchvision model name."
+    ),
     epochs: int = typer.Option(None, help="Training epochs (default 5)."),
     lr: float = typer.Option(None, help="Peak learning rate of the one-cycle schedule (default 3e-3)."),
     bs: int = typer.Option(None, help="Batch size (default 64)."),
-    size: int = typer.Option(None, help="Input size in pixels (default: the model's, or the images' median side for cnn)."),
+    size: int = typer.Option(
+        None,
+        help="Input size in pixels (default: the model's, or the images' median side for cnn).",
+    ),
     seed: int = typer.Option(None, help="Seed for the split, initialisation and shuffling (default 42)."),
     wd: float = typer.Option(None, help="AdamW weight decay (default 0.01)."),
-    valid_pct: float = typer.Option(None, help="Share of train held out for validation when DATA has no valid split (default 0.2)."),
+    valid_pct: float = typer.Option(
+        None,
+        help="Share of train held out for validation when DATA has no valid split (default 0.2).",
+    ),
     fraction: str = typer.Option(None, help="Train on a stratified share of train, e.g. 1/16 or 0.25."),
     on_bad_image: str = typer.Option(None, help="skip (default: skip and count) or error."),
     blocks: int = typer.Option(None, help="cnn: number of conv blocks (default 5)."),
     filters: int = typer.Option(None, help="cnn: filters in the first block (default 32)."),
-    organisation: str = typer.Option(None, help="cnn: filters per block: same, double or half (default same)."),
+    organisation: str = typer.Option(
+        None, help="cnn: filters per block: same, double or half (default same)."
+    ),
     kernel: int = typer.Option(None, help="cnn: kernel size, odd (default 3)."),
-    activation: str = typer.Option(None, help="cnn: relu, gelu, silu, mish, elu or leaky_relu (default relu)."),
+    activation: str = typer.Option(
+        None, help="cnn: relu, gelu, silu, mish, elu or leaky_relu (default relu)."
+    ),
     bn: bool = typer.Option(None, "--bn/--no-bn", help="cnn: BatchNorm after each activation (default on)."),
     dropout: float = typer.Option(None, help="cnn: dropout before the output layer (default 0.2)."),
     dense: int = typer.Option(None, help="cnn: width of the dense layer (default 256)."),
-    config_file: Path = typer.Option(None, "--config", help="Start from this config TOML; flags override it."),
+    config_file: Path = typer.Option(
+        None, "--config", help="Start from this config TOML; flags override it."
+    ),
     name: str = typer.Option(None, help="Run name under --runs-dir (default <arch>-<date>-<time>)."),
     out: Path = typer.Option(None, help="The run folder itself (overrides --runs-dir/--name)."),
     runs_dir: Path = typer.Option(None, help="Parent folder of runs (default runs)."),
@@ -61,11 +77,29 @@ def train(
     from fastcls.config import Config, load_config
 
     flat: dict[str, Any] = given(
-        source=data, arch=arch, epochs=epochs, lr=lr, bs=bs, size=size, seed=seed, wd=wd,
-        valid_pct=valid_pct, fraction=fraction, on_bad_image=on_bad_image, blocks=blocks,
-        filters=filters, organisation=organisation, kernel=kernel, activation=activation, bn=bn,
-        dropout=dropout, dense=dense, name=name, out=str(out) if out else None,
-        root=str(runs_dir) if runs_dir else None, exist_ok=exist_ok,
+        source=data,
+        arch=arch,
+        epochs=epochs,
+        lr=lr,
+        bs=bs,
+        size=size,
+        seed=seed,
+        wd=wd,
+        valid_pct=valid_pct,
+        fraction=fraction,
+        on_bad_image=on_bad_image,
+        blocks=blocks,
+        filters=filters,
+        organisation=organisation,
+        kernel=kernel,
+        activation=activation,
+        bn=bn,
+        dropout=dropout,
+        dense=dense,
+        name=name,
+        out=str(out) if out else None,
+        root=str(runs_dir) if runs_dir else None,
+        exist_ok=exist_ok,
     )
     base = load_config(config_file) if config_file else Config()
     config = base.merged(Config.nest(flat))

@@ -36,7 +36,10 @@ def evaluate(
     table = Table("class", "precision", "recall", "f1", "support")
     for name, scores in result.per_class.items():
         table.add_row(
-            name, f"{scores['precision']:.3f}", f"{scores['recall']:.3f}", f"{scores['f1']:.3f}",
+            name,
+            f"{scores['precision']:.3f}",
+            f"{scores['recall']:.3f}",
+            f"{scores['f1']:.3f}",
             str(scores["support"]),
         )
     out.print(table)

@@ -64,7 +64,10 @@ def check_data(
     except DataError as exc:
         return DataReport(str(spec), "unknown", [], {}, {}, errors=[str(exc)])
     reporter = reporter or Reporter("quiet")
-    with reporter.task("scan images", len(source.samples)) as task, ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+    with (
+        reporter.task("scan images", len(source.samples)) as task,
+        ThreadPoolExecutor(os.cpu_count() or 1) as pool,
+    ):
         results = []
         for result in pool.map(_scan, [s.path for s in source.samples], chunksize=32):
             results.append(result)

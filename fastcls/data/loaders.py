@@ -71,7 +71,10 @@ def decode_paths(
     arrays: list[np.ndarray | None] = []
     errors: list[str] = []
     reporter = reporter or Reporter("quiet")
-    with reporter.task(description, len(paths)) as task, ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+    with (
+        reporter.task(description, len(paths)) as task,
+        ThreadPoolExecutor(os.cpu_count() or 1) as pool,
+    ):
         for result in pool.map(one, paths, chunksize=64):
             if isinstance(result, str):
                 errors.append(result)

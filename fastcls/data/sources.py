@@ -18,7 +18,13 @@ from fastcls.errors import DataError
 __all__ = ["SPLITS", "ImageSource", "Sample", "resolve_source"]
 
 SPLITS = ("train", "valid", "test")
-_SPLIT_ALIASES = {"train": "train", "valid": "valid", "val": "valid", "validation": "valid", "test": "test"}
+_SPLIT_ALIASES = {
+    "train": "train",
+    "valid": "valid",
+    "val": "valid",
+    "validation": "valid",
+    "test": "test",
+}
 
 
 @dataclass(frozen=True)
@@ -95,8 +101,7 @@ def _from_split_folders(spec: str, root: Path, folders: dict[str, Path]) -> Imag
         classes = _class_folders(folder)
         if not classes:
             raise DataError(
-                f"{folder} holds no class folders with images; put each class's images in "
-                f"{folder}/<class>/."
+                f"{folder} holds no class folders with images; put each class's images in {folder}/<class>/."
             )
         per_split[split] = set(classes)
         samples += [Sample(p, label, split) for label, files in classes.items() for p in files]
@@ -141,9 +146,7 @@ def _from_csv(spec: str, path: Path) -> ImageSource:
         raw_split = row.get("split") or "train"
         split = _SPLIT_ALIASES.get(raw_split.lower())
         if split is None:
-            raise DataError(
-                f"{path} line {line}: split {raw_split!r} is not one of train, valid, val, test."
-            )
+            raise DataError(f"{path} line {line}: split {raw_split!r} is not one of train, valid, val, test.")
         file = Path(row["path"])
         samples.append(Sample(file if file.is_absolute() else path.parent / file, row["label"], split))
     if not samples:
@@ -188,7 +191,9 @@ def resolve_source(spec: str | Path, valid_pct: float = 0.2, seed: int = 42) -> 
             raise DataError(f"data {text!r} does not exist; give a folder, a CSV file or builtin:digits.")
         if path.is_file():
             if path.suffix.lower() != ".csv":
-                raise DataError(f"data {text!r} is a file but not a .csv; give a folder or a CSV of path,label.")
+                raise DataError(
+                    f"data {text!r} is a file but not a .csv; give a folder or a CSV of path,label."
+                )
             source = _from_csv(text, path)
         else:
             folders = _split_folder(path)

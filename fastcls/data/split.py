@@ -28,10 +28,7 @@ def stratified_split(labels: Sequence[str], pct: float, seed: int) -> tuple[list
     for label in sorted(groups):
         members = np.array(groups[label])[rng.permutation(len(groups[label]))]
         n_take = round(len(members) * pct)
-        if len(members) >= 2:
-            n_take = min(max(n_take, 1), len(members) - 1)
-        else:
-            n_take = 0
+        n_take = min(max(n_take, 1), len(members) - 1) if len(members) >= 2 else 0
         take.extend(members[:n_take].tolist())
         keep.extend(members[n_take:].tolist())
     return sorted(keep), sorted(take)

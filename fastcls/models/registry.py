@@ -15,7 +15,14 @@ from fastcls.config import CnnConfig
 from fastcls.data.images import Preprocessing
 from fastcls.errors import ArchError, did_you_mean
 
-__all__ = ["ALIASES", "FAMILIES", "ArchSpec", "build_model", "default_preprocessing", "resolve_arch"]
+__all__ = [
+    "ALIASES",
+    "FAMILIES",
+    "ArchSpec",
+    "build_model",
+    "default_preprocessing",
+    "resolve_arch",
+]
 
 ALIASES: dict[str, str] = {
     "resnext101": "resnext101_32x8d.fb_swsl_ig1b_ft_in1k",
@@ -73,9 +80,7 @@ def resolve_arch(requested: str) -> ArchSpec:
             bare = name.removeprefix(prefix)
             if bare in _torchvision_names():
                 return ArchSpec(requested, bare, "torchvision")
-            raise ArchError(
-                f"{bare!r} is not a torchvision model.{did_you_mean(bare, _torchvision_names())}"
-            )
+            raise ArchError(f"{bare!r} is not a torchvision model.{did_you_mean(bare, _torchvision_names())}")
     name = ALIASES.get(name, name)
     import timm
 

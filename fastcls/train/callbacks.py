@@ -34,7 +34,14 @@ class EpochLog(Callback):
 
     def before_epoch(self) -> None:
         self._start = time.perf_counter()
-        self._sums = {"train_loss": 0.0, "train_n": 0, "valid_loss": 0.0, "valid_n": 0, "hit1": 0, "hitk": 0}
+        self._sums = {
+            "train_loss": 0.0,
+            "train_n": 0,
+            "valid_loss": 0.0,
+            "valid_n": 0,
+            "hit1": 0,
+            "hitk": 0,
+        }
 
     def after_batch(self) -> None:
         n = self.yb[0].shape[0]

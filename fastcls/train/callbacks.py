@@ -93,7 +93,9 @@ class ProgressBars(Callback):
         )
 
     def after_batch(self) -> None:
-        status = f"loss {float(self.learn.loss):.4f}" if self.training else "validating"
+        if self.reporter.mode != "rich":
+            return
+        status = f"loss {float(self.learn.loss.detach()):.4f}" if self.training else "validating"
         self._task.advance(status=status)
 
     def after_epoch(self) -> None:

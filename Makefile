@@ -1,0 +1,36 @@
+# Set-up and everyday commands. Needs only Python 3.10+ (3.11 tested) and make.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
+
+.PHONY: demo test lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.fastcls: $(BIN)/python pyproject.toml constraints.txt
+	$(PIP) -e .
+	touch $@
+
+$(VENV)/.fastcls-test: $(VENV)/.fastcls
+	$(PIP) -e ".[test]"
+	touch $@
+
+## demo: install, then train the scratch CNN on builtin:digits and score it on the test split
+demo: $(VENV)/.fastcls
+	$(BIN)/fastcls train builtin:digits --size 16 --blocks 3 --filters 64 --epochs 15 --name digits-demo --exist-ok
+	$(BIN)/fastcls evaluate runs/digits-demo
+
+## test: install with test extras, lint, and run the whole suite
+test: $(VENV)/.fastcls-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pytest -q
+
+bench: $(VENV)/.fastcls
+	$(BIN)/python benchmarks/train_overhead.py
+	$(BIN)/python benchmarks/digits_demo.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

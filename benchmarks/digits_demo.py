@@ -31,7 +31,7 @@ def timed(command: list[str]) -> tuple[float, dict]:
 def main() -> None:
     from fastcls.data.sources import resolve_source
 
-    digits = resolve_source("builtin:digits").split("train")[0].path.parents[1]  # writes the cache once
+    digits = resolve_source("builtin:digits").split("train")[0].path.parents[2]  # writes the cache once
     fastcls_bin = str(Path(sys.executable).with_name("fastcls"))
     rows = {"fastcls": [], "hand": []}
     with tempfile.TemporaryDirectory() as runs:

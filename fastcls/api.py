@@ -73,6 +73,14 @@ def _median_side(samples: list[Sample], limit: int = 64) -> int:
     return int(statistics.median(sides)) if sides else 64
 
 
+def _confusion(truth, predicted, n_classes: int):
+    """Counts[true, predicted]; the same as sklearn's confusion_matrix without importing it (1 s)."""
+    import numpy as np
+
+    flat = np.bincount(truth * n_classes + predicted, minlength=n_classes * n_classes)
+    return flat.reshape(n_classes, n_classes)
+
+
 def _expand_images(items: list[str | Path]) -> list[Path]:
     paths: list[Path] = []
     for item in items:
@@ -256,10 +264,12 @@ class ImageClassifier:
     ) -> Evaluation:
         """Accuracy, top-5, loss, per-class precision/recall/F1 and confusion counts on a split.
 
+        Per-class scores follow scikit-learn's definitions (zero_division=0); the tests check them.
+
         Default data is what the model was trained on; default split is test, else valid.
         """
+        import numpy as np
         import torch
-        from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
         from fastcls.data.loaders import decode_split
 
@@ -279,9 +289,15 @@ class ImageClassifier:
         top = probs.topk(k, dim=-1).indices
         predicted = top[:, 0]
         loss = float(torch.nn.functional.nll_loss(probs.clamp_min(1e-12).log(), labels))
-        ids = list(range(len(self.classes)))
-        precision, recall, f1, support = precision_recall_fscore_support(
-            labels.numpy(), predicted.numpy(), labels=ids, zero_division=0
+        confusion = _confusion(labels.numpy(), predicted.numpy(), len(self.classes))
+        support = confusion.sum(axis=1)
+        hits = np.diag(confusion)
+        precision = np.divide(
+            hits, confusion.sum(axis=0), out=np.zeros(len(hits)), where=confusion.sum(axis=0) > 0
+        )
+        recall = np.divide(hits, support, out=np.zeros(len(hits)), where=support > 0)
+        f1 = np.divide(
+            2 * precision * recall, precision + recall, out=np.zeros(len(hits)), where=precision + recall > 0
         )
         per_class = {
             name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
@@ -296,7 +312,7 @@ class ImageClassifier:
             loss=loss,
             classes=list(self.classes),
             per_class=per_class,
-            confusion=confusion_matrix(labels.numpy(), predicted.numpy(), labels=ids).tolist(),
+            confusion=confusion.tolist(),
             skipped=len(decoded.skipped),
         )
 

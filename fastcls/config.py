@@ -6,6 +6,7 @@ The resolved config is written to every run folder as `config.toml`, and
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass, field, fields
 from fractions import Fraction
@@ -176,7 +177,7 @@ class Config:
 
     def merged(self, overrides: dict[str, Any]) -> Config:
         """A copy with `overrides` (nested like the TOML) applied and validated."""
-        config = dataclasses.replace(self)
+        config = copy.deepcopy(self)
         _apply(config, overrides, "")
         return config.validate()
 

@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+
 from tests_support import write_class_folders
 
 # Keep the builtin dataset cache out of the user's home for the whole test session.

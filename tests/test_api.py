@@ -47,7 +47,7 @@ def test_save_load_gives_identical_predictions(tmp_path, split_folders):
 
 
 def test_evaluate_agrees_with_scikit_learn(trained_run):
-    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_score
 
     clf = fastcls.load(trained_run)
     result = clf.evaluate(split="test")
@@ -58,6 +58,8 @@ def test_evaluate_agrees_with_scikit_learn(trained_run):
     assert result.accuracy == pytest.approx(accuracy_score(truth, predicted))
     assert result.confusion == confusion_matrix(truth, predicted).tolist()
     assert sum(map(sum, result.confusion)) == result.n == 359
+    precision = precision_score(truth, predicted, average=None, zero_division=0)
+    assert [c["precision"] for c in result.per_class.values()] == pytest.approx(precision.tolist())
     macro = np.mean([c["f1"] for c in result.per_class.values()])
     assert macro == pytest.approx(f1_score(truth, predicted, average="macro"))
 

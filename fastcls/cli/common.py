@@ -48,7 +48,8 @@ def print_json(payload: Any) -> None:
     sys.stdout.flush()
 
 
-def reporter_for(quiet: bool, as_json: bool):
+def reporter_for(quiet: bool):
+    """Progress on stderr unless --quiet (JSON goes to stdout, so progress never mixes with it)."""
     from fastcls.reporting import Reporter
 
     return Reporter("quiet" if quiet else "auto")

@@ -107,7 +107,7 @@ def data_check(
 
     from fastcls.data.checks import check_data
 
-    report = check_data(data, valid_pct, seed, reporter_for(quiet, as_json))
+    report = check_data(data, valid_pct, seed, reporter_for(quiet))
     if as_json:
         print_json(report.to_dict())
     else:

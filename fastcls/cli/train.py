@@ -103,7 +103,7 @@ def train(
     )
     base = load_config(config_file) if config_file else Config()
     config = base.merged(Config.nest(flat))
-    clf, path = train_run(config, reporter_for(quiet, as_json))
+    clf, path = train_run(config, reporter_for(quiet))
     _finish(clf, path, quiet, as_json)
 
 
@@ -126,7 +126,7 @@ def run(
     if inside_run:
         run_settings["root"] = str(config_file.parent.parent)
     config = config.merged({"run": run_settings})
-    clf, path = train_run(config, reporter_for(quiet, as_json))
+    clf, path = train_run(config, reporter_for(quiet))
     _finish(clf, path, quiet, as_json)
 
 

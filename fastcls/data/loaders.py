@@ -100,6 +100,8 @@ def decode_split(
         raise DataError(
             f"labels {', '.join(unknown)} are not among the model's classes ({', '.join(classes)})."
         )
+    if not samples:
+        raise DataError(f"nothing to {description}: the split is empty (too few images per class?).")
     arrays, errors = decode_paths([s.path for s in samples], prep, reporter, description)
     if errors and on_bad_image == "error":
         raise DataError(

@@ -44,7 +44,7 @@ def layer_groups(model: nn.Module) -> list[LayerGroup]:
         return groups
     groups = []
     for child_name, child in model.named_children():
-        if child_name == "features" and isinstance(child, nn.Sequential) and len(child) > 1:
+        if child_name == "features" and all(name.startswith("block") for name in child._modules):
             for sub_name, sub in child.named_children():
                 params = [f"{child_name}.{sub_name}.{p}" for p, _ in sub.named_parameters()]
                 if params:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import shutil
 
-from tests_support import make_bad_layout
-
 from fastcls.data.checks import check_data
+from tests_support import make_bad_layout
 
 
 def test_reports_counts_sizes_unreadable_and_duplicates(split_folders):

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-from tests_support import write_csv
 
 from fastcls.data.sources import resolve_source
 from fastcls.errors import DataError
+from tests_support import write_csv
 
 
 def test_class_folders_get_a_stratified_valid_split(class_folders):

@@ -26,9 +26,10 @@ def training_curves(rows: list[dict[str, Any]], path: str | Path, title: str = "
     acc_ax.plot(epochs, [r["accuracy"] for r in rows], "o-", label="top-1")
     acc_ax.plot(epochs, [r["top5"] for r in rows], "s--", label="top-5")
     acc_ax.set(xlabel="epoch", ylabel="validation accuracy", title="Accuracy", ylim=(0, 1.02))
+    loss_ax.legend(loc="upper right")
+    acc_ax.legend(loc="lower right")
     for ax in (loss_ax, acc_ax):
         ax.grid(alpha=0.3)
-        ax.legend()
         if len(epochs) <= 20:
             ax.set_xticks(epochs)
     if title:

@@ -140,8 +140,7 @@ class ImageClassifier:
 
     @classmethod
     def from_config(cls, config: Config) -> ImageClassifier:
-        clf = cls.__new__(cls)
-        cls.__init__(clf, config.model.arch)
+        clf = cls(config.model.arch)
         clf.config = config.merged({})
         return clf
 
@@ -318,6 +317,7 @@ class ImageClassifier:
 
     def predict_proba(self, images: list[str | Path] | str | Path):
         """(an (N, classes) numpy array of probabilities, the paths they belong to); bad files skipped."""
+        import numpy as np
         import torch
 
         from fastcls.data.loaders import decode_paths
@@ -330,7 +330,7 @@ class ImageClassifier:
         kept = [(a, p) for a, p in zip(arrays, paths, strict=True) if a is not None]
         if not kept:
             raise DataError(f"none of the {len(paths)} image(s) could be read, first error: {errors[0]}.")
-        probs = self._probabilities(torch.from_numpy(__import__("numpy").stack([a for a, _ in kept])))
+        probs = self._probabilities(torch.from_numpy(np.stack([a for a, _ in kept])))
         return probs.numpy(), [p for _, p in kept]
 
     def predict(self, images: list[str | Path] | str | Path, top: int = 3) -> list[Prediction]:

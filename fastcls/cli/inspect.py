@@ -6,7 +6,21 @@ from pathlib import Path
 
 import typer
 
-from fastcls.cli.common import console, given, handled, print_json, reporter_for
+from fastcls.cli.common import (
+    Activation,
+    Blocks,
+    Bn,
+    Dense,
+    Dropout,
+    Filters,
+    Kernel,
+    Organisation,
+    cnn_flags,
+    console,
+    handled,
+    print_json,
+    reporter_for,
+)
 
 __all__ = ["register"]
 
@@ -18,14 +32,14 @@ def summary(
     arch: str = typer.Option("cnn", "--arch", "-a", help="cnn, an alias, or a timm/torchvision name."),
     size: int = typer.Option(64, help="Input size in pixels for the FLOP count."),
     classes: int = typer.Option(10, min=2, help="Number of output classes."),
-    blocks: int = typer.Option(None, help="cnn: number of conv blocks."),
-    filters: int = typer.Option(None, help="cnn: filters in the first block."),
-    organisation: str = typer.Option(None, help="cnn: same, double or half."),
-    kernel: int = typer.Option(None, help="cnn: kernel size."),
-    activation: str = typer.Option(None, help="cnn: activation name."),
-    bn: bool = typer.Option(None, "--bn/--no-bn", help="cnn: BatchNorm after activations."),
-    dropout: float = typer.Option(None, help="cnn: dropout before the output layer."),
-    dense: int = typer.Option(None, help="cnn: dense layer width."),
+    blocks: Blocks = None,
+    filters: Filters = None,
+    organisation: Organisation = None,
+    kernel: Kernel = None,
+    activation: Activation = None,
+    bn: Bn = None,
+    dropout: Dropout = None,
+    dense: Dense = None,
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Parameters, FLOPs per image and layer groups of an architecture."""
@@ -35,16 +49,7 @@ def summary(
     from fastcls.models.registry import build_model, resolve_arch
     from fastcls.models.summary import summarize
 
-    cnn = given(
-        blocks=blocks,
-        filters=filters,
-        organisation=organisation,
-        kernel=kernel,
-        activation=activation,
-        bn=bn,
-        dropout=dropout,
-        dense=dense,
-    )
+    cnn = cnn_flags(locals())
     config = Config().merged({"model": {"arch": arch, "cnn": cnn}})
     spec = resolve_arch(config.model.arch)
     result = summarize(build_model(spec, classes, size, config.model.cnn), spec.name, size, classes)

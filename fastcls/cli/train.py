@@ -7,7 +7,22 @@ from typing import Any
 
 import typer
 
-from fastcls.cli.common import console, given, handled, print_json, reporter_for
+from fastcls.cli.common import (
+    Activation,
+    Blocks,
+    Bn,
+    Dense,
+    Dropout,
+    Filters,
+    Kernel,
+    Organisation,
+    cnn_flags,
+    console,
+    given,
+    handled,
+    print_json,
+    reporter_for,
+)
 
 __all__ = ["register"]
 
@@ -50,18 +65,14 @@ def train(
     ),
     fraction: str = typer.Option(None, help="Train on a stratified share of train, e.g. 1/16 or 0.25."),
     on_bad_image: str = typer.Option(None, help="skip (default: skip and count) or error."),
-    blocks: int = typer.Option(None, help="cnn: number of conv blocks (default 5)."),
-    filters: int = typer.Option(None, help="cnn: filters in the first block (default 32)."),
-    organisation: str = typer.Option(
-        None, help="cnn: filters per block: same, double or half (default same)."
-    ),
-    kernel: int = typer.Option(None, help="cnn: kernel size, odd (default 3)."),
-    activation: str = typer.Option(
-        None, help="cnn: relu, gelu, silu, mish, elu or leaky_relu (default relu)."
-    ),
-    bn: bool = typer.Option(None, "--bn/--no-bn", help="cnn: BatchNorm after each activation (default on)."),
-    dropout: float = typer.Option(None, help="cnn: dropout before the output layer (default 0.2)."),
-    dense: int = typer.Option(None, help="cnn: width of the dense layer (default 256)."),
+    blocks: Blocks = None,
+    filters: Filters = None,
+    organisation: Organisation = None,
+    kernel: Kernel = None,
+    activation: Activation = None,
+    bn: Bn = None,
+    dropout: Dropout = None,
+    dense: Dense = None,
     config_file: Path = typer.Option(
         None, "--config", help="Start from this config TOML; flags override it."
     ),
@@ -76,7 +87,7 @@ def train(
     from fastcls.api import train_run
     from fastcls.config import Config, load_config
 
-    flat: dict[str, Any] = given(
+    flat: dict[str, Any] = cnn_flags(locals()) | given(
         source=data,
         arch=arch,
         epochs=epochs,
@@ -88,14 +99,6 @@ def train(
         valid_pct=valid_pct,
         fraction=fraction,
         on_bad_image=on_bad_image,
-        blocks=blocks,
-        filters=filters,
-        organisation=organisation,
-        kernel=kernel,
-        activation=activation,
-        bn=bn,
-        dropout=dropout,
-        dense=dense,
         name=name,
         out=str(out) if out else None,
         root=str(runs_dir) if runs_dir else None,

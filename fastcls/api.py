@@ -81,6 +81,30 @@ def _confusion(truth, predicted, n_classes: int):
     return flat.reshape(n_classes, n_classes)
 
 
+def _run_card(weights: str | None) -> dict[str, Any] | None:
+    """model.json of a run folder given as --weights, else None."""
+    if not weights or not Path(weights).expanduser().is_dir():
+        return None
+    folder = Path(weights).expanduser()
+    if not (folder / "model.json").is_file():
+        return None
+    return json.loads((folder / "model.json").read_text(encoding="utf-8"))
+
+
+def _model_from_card(model: Any, card: dict[str, Any], arch: str) -> Any:
+    """Fine-tuning a run: the arch must match; a cnn takes the run's own block settings."""
+    if card.get("arch") != arch:
+        raise DataError(
+            f"--weights run was trained as {card.get('arch')!r} but --arch resolves to {arch!r}; "
+            f"pass --arch {card.get('arch')}."
+        )
+    if card.get("family") == "cnn" and card.get("model_settings"):
+        from fastcls.config import CnnConfig
+
+        model = replace(model, cnn=CnnConfig(**card["model_settings"]))
+    return model
+
+
 def _expand_images(items: list[str | Path]) -> list[Path]:
     paths: list[Path] = []
     for item in items:
@@ -136,6 +160,7 @@ class ImageClassifier:
         self.history: list[dict[str, Any]] = []
         self.metrics: dict[str, Any] = {}
         self.family = ""
+        self.lr_found: Any = None  # the LRFindResult when lr_find=True picked the LR
         self._source: ImageSource | None = None
 
     @classmethod
@@ -145,6 +170,72 @@ class ImageClassifier:
         return clf
 
     # -- training -----------------------------------------------------------------------------
+    def _resolve(self, data: str | Path | None, options: dict[str, Any]) -> Config:
+        overrides = Config.nest(options)
+        if data is not None:
+            overrides.setdefault("data", {})["source"] = str(data)
+        return self.config.merged(overrides)
+
+    def _prepare(self, config: Config, report: Reporter, log_dir: str | Path | None):
+        """Resolve arch and data, decode, build (and for fine-tuning, load) the model: a Trainer.
+
+        Settings left open are resolved here and written back into `config`: the arch's full
+        name, the input size, the LR and the strategy, so config.toml repeats the run exactly.
+        """
+        from fastcls.data.loaders import Batches, channel_stats, decode_split
+        from fastcls.models.registry import build_model, default_preprocessing, resolve_arch
+        from fastcls.models.scratch import check_cnn_config
+        from fastcls.models.weights import load_pretrained
+        from fastcls.train.learner import Trainer, seed_everything
+        from fastcls.train.strategies import parse_strategy
+
+        settings = config.train
+        settings.strategy = settings.strategy or ("freeze-unfreeze" if config.model.pretrained else "full")
+        settings.lr = settings.lr or (2e-3 if config.model.pretrained else 3e-3)
+        parse_strategy(settings.strategy)
+        seed_everything(settings.seed)
+        spec = resolve_arch(config.model.arch)
+        card = _run_card(config.model.weights)
+        if card is not None:
+            config.model = _model_from_card(config.model, card, spec.name)
+        if spec.family == "cnn":
+            check_cnn_config(config.model.cnn)
+        source = resolve_source(config.data.source, config.data.valid_pct, settings.seed)
+        source = source.with_fraction(config.data.fraction, settings.seed)
+        if card is not None and config.data.size is None:
+            prep = Preprocessing.from_dict(card["preprocessing"])
+        else:
+            prep = default_preprocessing(spec, config.data.size, _median_side(source.split("train")))
+        decoded = {
+            split: decode_split(
+                source.split(split), source.classes, prep, config.data.on_bad_image, report, f"decode {split}"
+            )
+            for split in ("train", "valid")
+        }
+        if spec.family == "cnn" and card is None:
+            mean, std = channel_stats(decoded["train"].images)
+            prep = replace(prep, mean=mean, std=std)
+        seed_everything(settings.seed)
+        model = build_model(spec, len(source.classes), prep.size, config.model.cnn)
+        weights_note = "random init"
+        if config.model.pretrained:
+            loaded = load_pretrained(model, spec.name, spec.family, config.model.weights)
+            weights_note = f"weights from {loaded.source}"
+        n_train, n_valid = len(decoded["train"].labels), len(decoded["valid"].labels)
+        report.info(
+            f"{spec.name} ({weights_note}): {len(source.classes)} classes, {n_train} train / {n_valid} "
+            f"valid images at {prep.size}px, strategy {settings.strategy}"
+        )
+        train = Batches(decoded["train"], prep, config.data.bs, shuffle=True, drop_last=True, seed=settings.seed)
+        valid = Batches(decoded["valid"], prep, max(config.data.bs, 256))
+        metrics_path = Path(log_dir) / "metrics.csv" if log_dir is not None else None
+        trainer = Trainer(model, train, valid, settings, report, metrics_path)
+        config.model.arch, config.data.size = spec.name, prep.size
+        self.config, self.model, self.classes, self.preprocessing = config, model, source.classes, prep
+        self.family, self._source = spec.family, source
+        self.metrics = {"skipped_images": sum(len(d.skipped) for d in decoded.values())}
+        return trainer
+
     def fit(
         self,
         data: str | Path | None = None,
@@ -154,72 +245,46 @@ class ImageClassifier:
         log_dir: str | Path | None = None,
         **options: Any,
     ) -> ImageClassifier:
-        """Train from scratch on DATA (a folder, CSV or builtin:NAME) with one-cycle AdamW.
+        """Train on DATA (a folder, CSV or builtin:NAME) with one-cycle AdamW and the strategy.
 
-        `log_dir`, when given, receives metrics.csv after every epoch.
+        From scratch by default; with `pretrained=True` the weights are loaded (offline sources
+        first) and the default strategy is freeze-unfreeze. `lr_find=True` picks the LR first and
+        draws `plots/lr_find.png` into `log_dir`. `log_dir` also receives metrics.csv per epoch.
         """
-        from fastcls.data.loaders import Batches, channel_stats, decode_split
-        from fastcls.models.registry import build_model, default_preprocessing, resolve_arch
-        from fastcls.models.scratch import check_cnn_config
-        from fastcls.train.learner import fit_one_cycle, seed_everything
-
-        overrides = Config.nest(options)
-        if data is not None:
-            overrides.setdefault("data", {})["source"] = str(data)
-        config = self.config.merged(overrides)
+        config = self._resolve(data, options)
         report = as_reporter(reporter, quiet)
-        seed_everything(config.train.seed)
+        trainer = self._prepare(config, report, log_dir)
+        if config.train.lr_find:
+            found = trainer.lr_find(config.train.lr_suggest)
+            trainer.set_lr(found.lr)
+            config.train.lr_find = False
+            self.lr_found = found
+            report.info(f"lr-find: {config.train.lr_suggest} suggests lr {found.lr:.3g}")
+            if log_dir is not None:
+                from fastcls.plots import lr_find_plot
 
-        spec = resolve_arch(config.model.arch)
-        if spec.family == "cnn":
-            check_cnn_config(config.model.cnn)
-        source = resolve_source(config.data.source, config.data.valid_pct, config.train.seed)
-        source = source.with_fraction(config.data.fraction, config.train.seed)
-        prep = default_preprocessing(spec, config.data.size, _median_side(source.split("train")))
-        decoded = {
-            split: decode_split(
-                source.split(split),
-                source.classes,
-                prep,
-                config.data.on_bad_image,
-                report,
-                f"decode {split}",
-            )
-            for split in ("train", "valid")
-        }
-        if spec.family == "cnn":
-            mean, std = channel_stats(decoded["train"].images)
-            prep = replace(prep, mean=mean, std=std)
-        report.info(
-            f"{spec.name}: {len(source.classes)} classes, {len(decoded['train'].labels)} train / "
-            f"{len(decoded['valid'].labels)} valid images at {prep.size}px"
-        )
-
-        seed_everything(config.train.seed)
-        model = build_model(spec, len(source.classes), prep.size, config.model.cnn)
-        train = Batches(
-            decoded["train"],
-            prep,
-            config.data.bs,
-            shuffle=True,
-            drop_last=True,
-            seed=config.train.seed,
-        )
-        valid = Batches(decoded["valid"], prep, max(config.data.bs, 256))
-        metrics_path = Path(log_dir) / "metrics.csv" if log_dir is not None else None
-        self.history = fit_one_cycle(model, train, valid, config.train, report, metrics_path)
-
-        config.model.arch, config.data.size = spec.name, prep.size
-        self.config, self.model, self.classes, self.preprocessing = (
-            config,
-            model,
-            source.classes,
-            prep,
-        )
-        self.family, self._source = spec.family, source
-        self.metrics = {k: v for k, v in self.history[-1].items() if k != "epoch"}
-        self.metrics["skipped_images"] = sum(len(d.skipped) for d in decoded.values())
+                lr_find_plot(found, Path(log_dir) / "plots" / "lr_find.png")
+        self.history = trainer.fit()
+        self.metrics.update({k: v for k, v in self.history[-1].items() if k not in ("epoch", "phase")})
         return self
+
+    def lr_find(
+        self,
+        data: str | Path | None = None,
+        *,
+        reporter: Reporter | str | None = None,
+        quiet: bool = False,
+        **options: Any,
+    ):
+        """Run only the LR range test (the model is left as it was); returns an LRFindResult.
+
+        >>> result = ImageClassifier("cnn", blocks=2).lr_find("builtin:digits", quiet=True)
+        >>> sorted(result.suggestions)
+        ['minimum', 'slide', 'steep', 'valley']
+        """
+        config = self._resolve(data, options)
+        trainer = self._prepare(config, as_reporter(reporter, quiet), None)
+        return trainer.lr_find(config.train.lr_suggest)
 
     # -- using a trained model ----------------------------------------------------------------
     def _require_trained(self) -> None:
@@ -291,9 +356,7 @@ class ImageClassifier:
         confusion = _confusion(labels.numpy(), predicted.numpy(), len(self.classes))
         support = confusion.sum(axis=1)
         hits = np.diag(confusion)
-        precision = np.divide(
-            hits, confusion.sum(axis=0), out=np.zeros(len(hits)), where=confusion.sum(axis=0) > 0
-        )
+        precision = np.divide(hits, confusion.sum(axis=0), out=np.zeros(len(hits)), where=confusion.sum(axis=0) > 0)
         recall = np.divide(hits, support, out=np.zeros(len(hits)), where=support > 0)
         f1 = np.divide(
             2 * precision * recall, precision + recall, out=np.zeros(len(hits)), where=precision + recall > 0
@@ -359,6 +422,14 @@ class ImageClassifier:
             "data": self.config.data.source,
             "epochs": len(self.history),
             "metrics": self.metrics,
+            "pretrained": self.config.model.pretrained,
+            "weights": self.config.model.weights,
+            "strategy": self.config.train.strategy,
+            "lr_find": (
+                {"suggest": self.lr_found.suggest, "suggestions": self.lr_found.suggestions}
+                if self.lr_found is not None
+                else None
+            ),
             "versions": _versions(),
             "created": datetime.now().isoformat(timespec="seconds"),
         }

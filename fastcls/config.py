@@ -20,6 +20,7 @@ from fastcls.errors import ConfigError, did_you_mean
 __all__ = [
     "BAD_IMAGE_POLICIES",
     "COMMANDS",
+    "LR_SUGGESTIONS",
     "CnnConfig",
     "Config",
     "DataConfig",
@@ -31,7 +32,8 @@ __all__ = [
 ]
 
 BAD_IMAGE_POLICIES = ("skip", "error")
-COMMANDS = ("train",)
+COMMANDS = ("train", "finetune")
+LR_SUGGESTIONS = ("valley", "steep", "minimum", "slide")
 
 
 def parse_fraction(value: str | float) -> float:
@@ -55,9 +57,7 @@ def _check_range(name: str, value: float, low: float, high: float | None = None)
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ConfigError(
-            f"{name}={value!r} is not one of {', '.join(choices)}.{did_you_mean(value, choices)}"
-        )
+        raise ConfigError(f"{name}={value!r} is not one of {', '.join(choices)}.{did_you_mean(value, choices)}")
 
 
 @dataclass
@@ -108,27 +108,48 @@ class ModelConfig:
     """Which network to build; `cnn` settings apply only when arch is 'cnn'."""
 
     arch: str = "cnn"
+    pretrained: bool = False
+    weights: str | None = None  # a .safetensors/.pth file or a run folder; None: packaged, then hub
     cnn: CnnConfig = field(default_factory=CnnConfig)
 
     def validate(self) -> None:
         if not self.arch or not self.arch.strip():
             raise ConfigError("arch is empty: name a model such as 'cnn', 'resnet18' or 'efficientnet_b0'.")
+        if self.weights is not None and not self.pretrained:
+            raise ConfigError("weights were given but pretrained is off; use `fastcls finetune` (or pretrained=True).")
         self.cnn.validate()
 
 
 @dataclass
 class TrainConfig:
-    """The optimisation budget: one-cycle schedule with AdamW."""
+    """The optimisation budget and strategy: one-cycle AdamW over layer groups.
+
+    `lr` None means the default for the job: 3e-3 from scratch, 2e-3 for a pretrained model
+    (fastai's fine_tune). `strategy` None means `full` from scratch, `freeze-unfreeze` pretrained.
+    With `lr_find`, the LR finder picks `lr` by `lr_suggest`; the pick is what config.toml records.
+    """
 
     epochs: int = 5
-    lr: float = 3e-3
+    lr: float | None = None
+    lr_find: bool = False
+    lr_suggest: str = "valley"
     wd: float = 0.01
     seed: int = 42
+    strategy: str | None = None
+    freeze_epochs: int = 1
+    lr_mult: float = 100.0
+    unfreeze_every: int = 1
+    freeze_bn: bool = False
 
     def validate(self) -> None:
         _check_range("epochs", self.epochs, 1, 100000)
-        _check_range("lr", self.lr, 1e-12, 100.0)
+        if self.lr is not None:
+            _check_range("lr", self.lr, 1e-12, 100.0)
+        _check_choice("lr_suggest", self.lr_suggest, LR_SUGGESTIONS)
         _check_range("wd", self.wd, 0.0, 10.0)
+        _check_range("freeze_epochs", self.freeze_epochs, 0, 100000)
+        _check_range("lr_mult", self.lr_mult, 1.0, 1e6)
+        _check_range("unfreeze_every", self.unfreeze_every, 1, 100000)
 
 
 @dataclass
@@ -218,9 +239,7 @@ def _apply(target: Any, overrides: dict[str, Any], prefix: str) -> None:
     for key, value in overrides.items():
         where = f"{prefix}{key}"
         if key not in known:
-            raise ConfigError(
-                f"unknown setting {where!r}; valid here: {', '.join(known)}.{did_you_mean(key, known)}"
-            )
+            raise ConfigError(f"unknown setting {where!r}; valid here: {', '.join(known)}.{did_you_mean(key, known)}")
         current = getattr(target, key)
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):

@@ -8,15 +8,47 @@ from typing import Any
 
 from fastcls.runs import atomic_write_bytes
 
-__all__ = ["training_curves"]
+__all__ = ["lr_find_plot", "training_curves"]
 
 
-def training_curves(rows: list[dict[str, Any]], path: str | Path, title: str = "") -> Path:
-    """Loss (train and valid) and accuracy (top-1 and top-5) per epoch, side by side."""
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: str | Path) -> Path:
+    plt = _pyplot()
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+    return Path(path)
+
+
+def lr_find_plot(result: Any, path: str | Path) -> Path:
+    """Loss against learning rate (log scale) with every suggestion marked and the pick labelled."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
+    ax.plot(result.lrs, result.losses, color="tab:blue")
+    markers = {"valley": "o", "steep": "s", "minimum": "v", "slide": "D"}
+    for name, (lr, loss) in result.points.items():
+        picked = " (picked)" if name == result.suggest else ""
+        label = f"{name}: {result.suggestions[name]:.2e}{picked}"
+        ax.plot(lr, loss, markers.get(name, "o"), markersize=9 if picked else 6, label=label)
+    ax.set(xscale="log", xlabel="learning rate", ylabel="smoothed training loss", title="LR finder")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(loc="best")
+    return _save(fig, path)
+
+
+def training_curves(rows: list[dict[str, Any]], path: str | Path, title: str = "") -> Path:
+    """Loss (train and valid) and accuracy (top-1 and top-5) per epoch, side by side."""
+    plt = _pyplot()
 
     epochs = [r["epoch"] for r in rows]
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
@@ -34,9 +66,4 @@ def training_curves(rows: list[dict[str, Any]], path: str | Path, title: str = "
             ax.set_xticks(epochs)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
-    return Path(path)
+    return _save(fig, path)

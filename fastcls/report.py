@@ -27,9 +27,7 @@ def run_report(card: dict[str, Any], history: list[dict[str, Any]], config: Conf
         f"best: {_pct(max((r['accuracy'] for r in history), default=None))}",
     ]
     if "test_accuracy" in metrics:
-        lines.append(
-            f"- test accuracy: {_pct(metrics['test_accuracy'])} (top-5 {_pct(metrics.get('test_top5'))})"
-        )
+        lines.append(f"- test accuracy: {_pct(metrics['test_accuracy'])} (top-5 {_pct(metrics.get('test_top5'))})")
     if metrics.get("skipped_images"):
         lines.append(f"- unreadable images skipped: {metrics['skipped_images']}")
     lines += [

@@ -32,7 +32,17 @@ __all__ = [
     "write_metrics",
 ]
 
-METRIC_COLUMNS = ("epoch", "train_loss", "valid_loss", "accuracy", "top5", "lr", "seconds")
+METRIC_COLUMNS = (
+    "epoch",
+    "phase",
+    "train_loss",
+    "valid_loss",
+    "accuracy",
+    "top5",
+    "lr",
+    "seconds",
+    "group_lrs",
+)
 MODEL_FILES = ("model.json", "model.safetensors")
 
 
@@ -71,7 +81,7 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
         return []
     with path.open(newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
-    return [{k: _number(v) for k, v in row.items()} for row in rows]
+    return [{k: _number(v) for k, v in row.items() if v != ""} for row in rows]
 
 
 def _number(text: str) -> Any:
@@ -140,8 +150,7 @@ def require_run(path: str | Path) -> Path:
     missing = [name for name in MODEL_FILES if not (path / name).is_file()]
     if missing:
         raise RunError(
-            f"{path} is not a fastcls run folder (missing {', '.join(missing)}); give a folder made by "
-            "`fastcls train`."
+            f"{path} is not a fastcls run folder (missing {', '.join(missing)}); give a folder made by `fastcls train`."
         )
     return path
 

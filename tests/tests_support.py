@@ -26,9 +26,7 @@ def digit_images(per_class: int = 30, classes: int = 10, size: int = 16, start: 
     return images, labels
 
 
-def write_class_folders(
-    root: Path, per_class: int = 30, classes: int = 10, fmt: str = "png", start: int = 0
-) -> Path:
+def write_class_folders(root: Path, per_class: int = 30, classes: int = 10, fmt: str = "png", start: int = 0) -> Path:
     """root/<digit>/<n>.<fmt>, grayscale or RGB JPEG."""
     images, labels = digit_images(per_class, classes, start=start)
     for n, (pixels, label) in enumerate(zip(images, labels, strict=True)):

@@ -6,54 +6,11 @@ import functools
 import json
 import sys
 from collections.abc import Callable
-from typing import Annotated, Any, Optional
+from typing import Any
 
 import typer
 
-__all__ = [
-    "CNN_FLAGS",
-    "DEBUG",
-    "Activation",
-    "Blocks",
-    "Bn",
-    "Dense",
-    "Dropout",
-    "Filters",
-    "Kernel",
-    "Organisation",
-    "cnn_flags",
-    "console",
-    "given",
-    "handled",
-    "print_json",
-    "reporter_for",
-]
-
-# The scratch CNN's flags, declared once and shared by every command that builds a model.
-Blocks = Annotated[Optional[int], typer.Option(help="cnn: number of conv blocks (default 5).")]  # noqa: UP045
-Filters = Annotated[Optional[int], typer.Option(help="cnn: filters in the first block (default 32).")]  # noqa: UP045
-Organisation = Annotated[
-    Optional[str],  # noqa: UP045
-    typer.Option(help="cnn: filters per block: same, double or half (default same)."),
-]
-Kernel = Annotated[Optional[int], typer.Option(help="cnn: kernel size, odd (default 3).")]  # noqa: UP045
-Activation = Annotated[
-    Optional[str],  # noqa: UP045
-    typer.Option(help="cnn: relu, gelu, silu, mish, elu or leaky_relu (default relu)."),
-]
-Bn = Annotated[
-    Optional[bool],  # noqa: UP045
-    typer.Option("--bn/--no-bn", help="cnn: BatchNorm after each activation (default on)."),
-]
-Dropout = Annotated[Optional[float], typer.Option(help="cnn: dropout before the output layer (default 0.2).")]  # noqa: UP045
-Dense = Annotated[Optional[int], typer.Option(help="cnn: width of the dense layer (default 256).")]  # noqa: UP045
-CNN_FLAGS = ("blocks", "filters", "organisation", "kernel", "activation", "bn", "dropout", "dense")
-
-
-def cnn_flags(values: dict[str, Any]) -> dict[str, Any]:
-    """The CNN flags the user set, picked from a command's arguments (pass `locals()`)."""
-    return given(**{name: values[name] for name in CNN_FLAGS})
-
+__all__ = ["DEBUG", "console", "given", "handled", "print_json", "reporter_for"]
 
 DEBUG = {"on": False}  # set by the root `--debug` option
 

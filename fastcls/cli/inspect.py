@@ -6,7 +6,9 @@ from pathlib import Path
 
 import typer
 
-from fastcls.cli.common import (
+from fastcls.cli.common import console, handled, print_json, reporter_for
+from fastcls.cli.options import (
+    CNN_FLAGS,
     Activation,
     Blocks,
     Bn,
@@ -15,11 +17,7 @@ from fastcls.cli.common import (
     Filters,
     Kernel,
     Organisation,
-    cnn_flags,
-    console,
-    handled,
-    print_json,
-    reporter_for,
+    pick,
 )
 
 __all__ = ["register"]
@@ -49,7 +47,7 @@ def summary(
     from fastcls.models.registry import build_model, resolve_arch
     from fastcls.models.summary import summarize
 
-    cnn = cnn_flags(locals())
+    cnn = pick(locals(), CNN_FLAGS)
     config = Config().merged({"model": {"arch": arch, "cnn": cnn}})
     spec = resolve_arch(config.model.arch)
     result = summarize(build_model(spec, classes, size, config.model.cnn), spec.name, size, classes)

@@ -1,4 +1,4 @@
-"""`fastcls train` and `fastcls run`: parse flags into a Config, call `train_run`, show the result."""
+"""`fastcls train`, `finetune`, `lr-find` and `run`: flags into a Config, one API call, the result."""
 
 from __future__ import annotations
 
@@ -7,64 +7,99 @@ from typing import Any
 
 import typer
 
-from fastcls.cli.common import (
+from fastcls.cli.common import console, handled, print_json, reporter_for
+from fastcls.cli.options import (
+    CNN_FLAGS,
     Activation,
+    Arch,
+    AsJson,
     Blocks,
     Bn,
+    Bs,
+    ConfigFile,
+    Data,
     Dense,
     Dropout,
+    Epochs,
+    ExistOk,
     Filters,
+    Fraction,
+    FreezeBn,
+    FreezeEpochs,
     Kernel,
+    Lr,
+    LrMult,
+    LrSuggest,
+    Name,
+    OnBadImage,
     Organisation,
-    cnn_flags,
-    console,
-    given,
-    handled,
-    print_json,
-    reporter_for,
+    Out,
+    Quiet,
+    RunsDir,
+    Seed,
+    Size,
+    Strategy,
+    UnfreezeEvery,
+    ValidPct,
+    Wd,
+    Weights,
+    pick,
 )
 
 __all__ = ["register"]
 
-DATA_HELP = (
-    "A folder (train/ and valid/ splits, or class folders), a CSV of path,label[,split], or builtin:digits."
-)
+COMMON = (
+    "data", "arch", "epochs", "lr", "lr_suggest", "bs", "size", "seed", "wd", "valid_pct", "fraction",
+    "on_bad_image", *CNN_FLAGS,
+)  # fmt: skip
+RUN_FLAGS = ("name", "out", "runs_dir", "exist_ok")
+FINETUNE = ("weights", "strategy", "freeze_epochs", "lr_mult", "unfreeze_every", "freeze_bn")
 
 
-def _finish(clf, path: Path, quiet: bool, as_json: bool) -> None:
-    metrics = {k: v for k, v in clf.metrics.items()}
+def _config(config_file: Path | None, flat: dict[str, Any]):
+    from fastcls.config import Config, load_config
+
+    base = load_config(config_file) if config_file else Config()
+    return base.merged(Config.nest(flat))
+
+
+def _train_and_show(config, quiet: bool, as_json: bool) -> None:
+    from fastcls.api import train_run
+
+    clf, path = train_run(config, reporter_for(quiet))
+    metrics = dict(clf.metrics)
     if as_json:
-        print_json({"run": str(path), "arch": clf.config.model.arch, "epochs": len(clf.history), **metrics})
+        print_json(
+            {
+                "run": str(path),
+                "arch": clf.config.model.arch,
+                "epochs": len(clf.history),
+                "lr": clf.config.train.lr,
+            }
+            | metrics
+        )
         return
     if quiet:
         return
-    out = console()
     line = f"valid accuracy {metrics['accuracy']:.4f}"
     if "test_accuracy" in metrics:
         line += f", test accuracy {metrics['test_accuracy']:.4f}"
-    out.print(f"[green]done[/green]: {line}; run saved to [bold]{path}[/bold]")
+    console().print(f"[green]done[/green]: {line}; run saved to [bold]{path}[/bold]")
 
 
 def train(
-    data: str = typer.Argument(..., help=DATA_HELP),
-    arch: str = typer.Option(
-        None, "--arch", "-a", help="cnn, a fastcls alias, or any timm/torchvision model name."
-    ),
-    epochs: int = typer.Option(None, help="Training epochs (default 5)."),
-    lr: float = typer.Option(None, help="Peak learning rate of the one-cycle schedule (default 3e-3)."),
-    bs: int = typer.Option(None, help="Batch size (default 64)."),
-    size: int = typer.Option(
-        None,
-        help="Input size in pixels (default: the model's, or the images' median side for cnn).",
-    ),
-    seed: int = typer.Option(None, help="Seed for the split, initialisation and shuffling (default 42)."),
-    wd: float = typer.Option(None, help="AdamW weight decay (default 0.01)."),
-    valid_pct: float = typer.Option(
-        None,
-        help="Share of train held out for validation when DATA has no valid split (default 0.2).",
-    ),
-    fraction: str = typer.Option(None, help="Train on a stratified share of train, e.g. 1/16 or 0.25."),
-    on_bad_image: str = typer.Option(None, help="skip (default: skip and count) or error."),
+    data: Data,
+    arch: Arch = None,
+    epochs: Epochs = None,
+    lr: Lr = None,
+    lr_suggest: LrSuggest = None,
+    bs: Bs = None,
+    size: Size = None,
+    seed: Seed = None,
+    wd: Wd = None,
+    valid_pct: ValidPct = None,
+    fraction: Fraction = None,
+    on_bad_image: OnBadImage = None,
     blocks: Blocks = None,
     filters: Filters = None,
     organisation: Organisation = None,
@@ -73,52 +108,120 @@ def train(
     bn: Bn = None,
     dropout: Dropout = None,
     dense: Dense = None,
-    config_file: Path = typer.Option(
-        None, "--config", help="Start from this config TOML; flags override it."
-    ),
-    name: str = typer.Option(None, help="Run name under --runs-dir (default <arch>-<date>-<time>)."),
-    out: Path = typer.Option(None, help="The run folder itself (overrides --runs-dir/--name)."),
-    runs_dir: Path = typer.Option(None, help="Parent folder of runs (default runs)."),
-    exist_ok: bool = typer.Option(None, "--exist-ok", help="Write into an existing non-empty run folder."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
-    as_json: bool = typer.Option(False, "--json", help="Print the final metrics as one JSON object."),
+    config_file: ConfigFile = None,
+    name: Name = None,
+    out: Out = None,
+    runs_dir: RunsDir = None,
+    exist_ok: ExistOk = None,
+    quiet: Quiet = False,
+    as_json: AsJson = False,
 ) -> None:
-    """Train a model from scratch on DATA and save a run folder."""
-    from fastcls.api import train_run
-    from fastcls.config import Config, load_config
+    """Train a model from scratch (random init, every layer) on DATA and save a run folder."""
+    flat = pick(locals(), COMMON + RUN_FLAGS) | {"command": "train", "pretrained": False, "strategy": "full"}
+    _train_and_show(_config(config_file, flat), quiet, as_json)
 
-    flat: dict[str, Any] = cnn_flags(locals()) | given(
-        source=data,
-        arch=arch,
-        epochs=epochs,
-        lr=lr,
-        bs=bs,
-        size=size,
-        seed=seed,
-        wd=wd,
-        valid_pct=valid_pct,
-        fraction=fraction,
-        on_bad_image=on_bad_image,
-        name=name,
-        out=str(out) if out else None,
-        root=str(runs_dir) if runs_dir else None,
-        exist_ok=exist_ok,
-    )
-    base = load_config(config_file) if config_file else Config()
-    config = base.merged(Config.nest(flat))
-    clf, path = train_run(config, reporter_for(quiet))
-    _finish(clf, path, quiet, as_json)
+
+def finetune(
+    data: Data,
+    arch: Arch = None,
+    weights: Weights = None,
+    strategy: Strategy = None,
+    freeze_epochs: FreezeEpochs = None,
+    epochs: Epochs = None,
+    lr: Lr = None,
+    lr_suggest: LrSuggest = None,
+    lr_mult: LrMult = None,
+    unfreeze_every: UnfreezeEvery = None,
+    freeze_bn: FreezeBn = None,
+    bs: Bs = None,
+    size: Size = None,
+    seed: Seed = None,
+    wd: Wd = None,
+    valid_pct: ValidPct = None,
+    fraction: Fraction = None,
+    on_bad_image: OnBadImage = None,
+    blocks: Blocks = None,
+    filters: Filters = None,
+    organisation: Organisation = None,
+    kernel: Kernel = None,
+    activation: Activation = None,
+    bn: Bn = None,
+    dropout: Dropout = None,
+    dense: Dense = None,
+    config_file: ConfigFile = None,
+    name: Name = None,
+    out: Out = None,
+    runs_dir: RunsDir = None,
+    exist_ok: ExistOk = None,
+    quiet: Quiet = False,
+    as_json: AsJson = False,
+) -> None:
+    """Fine-tune a pretrained model on DATA (default: freeze-unfreeze) and save a run folder.
+
+    Example: fastcls finetune data/plants --arch resnext101 --freeze-epochs 30
+    """
+    flat = pick(locals(), COMMON + RUN_FLAGS + FINETUNE) | {"command": "finetune", "pretrained": True}
+    _train_and_show(_config(config_file, flat), quiet, as_json)
+
+
+def lr_find(
+    data: Data,
+    arch: Arch = None,
+    pretrained: bool = typer.Option(
+        None, "--pretrained/--scratch", help="Load pretrained weights (default: yes, except for cnn)."
+    ),
+    weights: Weights = None,
+    strategy: Strategy = None,
+    lr_suggest: LrSuggest = None,
+    bs: Bs = None,
+    size: Size = None,
+    seed: Seed = None,
+    valid_pct: ValidPct = None,
+    fraction: Fraction = None,
+    blocks: Blocks = None,
+    filters: Filters = None,
+    organisation: Organisation = None,
+    kernel: Kernel = None,
+    activation: Activation = None,
+    bn: Bn = None,
+    dropout: Dropout = None,
+    dense: Dense = None,
+    plot: Path = typer.Option(Path("lr_find.png"), help="Where to draw the loss-vs-LR plot."),
+    quiet: Quiet = False,
+    as_json: AsJson = False,
+) -> None:
+    """Run only the LR finder: print every suggestion and draw the curve (the model is not kept).
+
+    With a fine-tuning strategy it probes the first phase (head only), as fastai's fine_tune does.
+    """
+    from fastcls.api import ImageClassifier
+    from fastcls.plots import lr_find_plot
+
+    names = ("data", "arch", "lr_suggest", "bs", "size", "seed", "valid_pct", "fraction", *CNN_FLAGS)
+    flat = pick(locals(), (*names, "weights", "strategy"))
+    if pretrained is None:
+        pretrained = (arch or "cnn") != "cnn" or weights is not None
+    config = _config(None, flat | {"pretrained": pretrained})
+    result = ImageClassifier.from_config(config).lr_find(reporter=reporter_for(quiet))
+    lr_find_plot(result, plot)
+    if as_json:
+        print_json({"suggest": result.suggest, "lr": result.lr, "suggestions": result.suggestions, "plot": str(plot)})
+        return
+    out = console()
+    for key, value in result.suggestions.items():
+        mark = "  <- picked" if key == result.suggest else ""
+        out.print(f"{key:8s} {value:.3g}{mark}")
+    out.print(f"plot: {plot}")
 
 
 def run(
     config_file: Path = typer.Argument(..., help="A config TOML, e.g. a run's own config.toml."),
-    name: str = typer.Option(None, help="Name of the new run (default <arch>-<date>-<time>)."),
-    out: Path = typer.Option(None, help="The new run folder itself."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
-    as_json: bool = typer.Option(False, "--json", help="Print the final metrics as one JSON object."),
+    name: Name = None,
+    out: Out = None,
+    quiet: Quiet = False,
+    as_json: AsJson = False,
 ) -> None:
     """Repeat a run from its config.toml (into a new run folder)."""
-    from fastcls.api import train_run
     from fastcls.config import load_config
 
     config = load_config(config_file)
@@ -128,11 +231,11 @@ def run(
         run_settings["name"] = name
     if inside_run:
         run_settings["root"] = str(config_file.parent.parent)
-    config = config.merged({"run": run_settings})
-    clf, path = train_run(config, reporter_for(quiet))
-    _finish(clf, path, quiet, as_json)
+    _train_and_show(config.merged({"run": run_settings}), quiet, as_json)
 
 
 def register(app: typer.Typer) -> None:
     app.command()(handled(train))
+    app.command()(handled(finetune))
+    app.command("lr-find")(handled(lr_find))
     app.command()(handled(run))

@@ -25,9 +25,7 @@ __all__ = [
     "open_rgb",
 ]
 
-IMAGE_SUFFIXES = frozenset(
-    {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
-)
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 INTERPOLATIONS = {
     "nearest": Image.Resampling.NEAREST,
     "bilinear": Image.Resampling.BILINEAR,
@@ -58,9 +56,7 @@ class Preprocessing:
 
     def __post_init__(self) -> None:
         if self.interpolation not in INTERPOLATIONS:
-            raise ConfigError(
-                f"interpolation {self.interpolation!r} is not one of {', '.join(INTERPOLATIONS)}."
-            )
+            raise ConfigError(f"interpolation {self.interpolation!r} is not one of {', '.join(INTERPOLATIONS)}.")
         if self.resize not in RESIZE_MODES:
             raise ConfigError(f"resize {self.resize!r} is not one of {', '.join(RESIZE_MODES)}.")
 

@@ -97,16 +97,13 @@ def decode_split(
     index = {name: i for i, name in enumerate(classes)}
     unknown = sorted({s.label for s in samples} - set(index))
     if unknown:
-        raise DataError(
-            f"labels {', '.join(unknown)} are not among the model's classes ({', '.join(classes)})."
-        )
+        raise DataError(f"labels {', '.join(unknown)} are not among the model's classes ({', '.join(classes)}).")
     if not samples:
         raise DataError(f"nothing to {description}: the split is empty (too few images per class?).")
     arrays, errors = decode_paths([s.path for s in samples], prep, reporter, description)
     if errors and on_bad_image == "error":
         raise DataError(
-            f"{len(errors)} unreadable image(s), first: {errors[0]}; fix or remove them, or pass "
-            "--on-bad-image skip."
+            f"{len(errors)} unreadable image(s), first: {errors[0]}; fix or remove them, or pass --on-bad-image skip."
         )
     kept = [(a, s) for a, s in zip(arrays, samples, strict=True) if a is not None]
     if errors and reporter is not None:

@@ -167,8 +167,7 @@ def _carve_valid(source: ImageSource, valid_pct: float, seed: int) -> ImageSourc
     _, take = stratified_split([s.label for s in train], valid_pct, seed)
     moved = {train[i].path for i in take}
     samples = [
-        Sample(s.path, s.label, "valid") if s.split == "train" and s.path in moved else s
-        for s in source.samples
+        Sample(s.path, s.label, "valid") if s.split == "train" and s.path in moved else s for s in source.samples
     ]
     return ImageSource(source.spec, source.kind, samples, source.classes, "valid_pct")
 
@@ -191,9 +190,7 @@ def resolve_source(spec: str | Path, valid_pct: float = 0.2, seed: int = 42) -> 
             raise DataError(f"data {text!r} does not exist; give a folder, a CSV file or builtin:digits.")
         if path.is_file():
             if path.suffix.lower() != ".csv":
-                raise DataError(
-                    f"data {text!r} is a file but not a .csv; give a folder or a CSV of path,label."
-                )
+                raise DataError(f"data {text!r} is a file but not a .csv; give a folder or a CSV of path,label.")
             source = _from_csv(text, path)
         else:
             folders = _split_folder(path)

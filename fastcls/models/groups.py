@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-__all__ = ["LayerGroup", "layer_groups"]
+__all__ = ["LayerGroup", "layer_groups", "param_groups"]
 
 
 @dataclass
@@ -24,7 +24,25 @@ class LayerGroup:
 
 
 def layer_groups(model: nn.Module) -> list[LayerGroup]:
-    """Groups in forward order; the last one is always the classifier head."""
+    """Groups in forward order; the last one is always the classifier head.
+
+    Every parameter is in exactly one group (any the matcher misses joins the first group).
+    """
+    groups = _raw_groups(model)
+    seen = {name for group in groups for name in group.params}
+    stray = [name for name, _ in model.named_parameters() if name not in seen]
+    if stray:
+        groups[0].params = stray + groups[0].params
+    return groups
+
+
+def param_groups(model: nn.Module) -> list[list[nn.Parameter]]:
+    """The parameters of each layer group: fastai's `splitter` output."""
+    lookup = dict(model.named_parameters())
+    return [[lookup[name] for name in group.params] for group in layer_groups(model)]
+
+
+def _raw_groups(model: nn.Module) -> list[LayerGroup]:
     matcher = getattr(model, "group_matcher", None)
     if callable(matcher):
         from timm.models import group_parameters

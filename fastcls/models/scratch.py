@@ -39,9 +39,7 @@ def check_cnn_config(config: CnnConfig) -> None:
         ("organisation", config.organisation, ORGANISATIONS),
     ):
         if value not in table:
-            raise ConfigError(
-                f"{name} {value!r} is not one of {', '.join(table)}.{did_you_mean(value, table)}"
-            )
+            raise ConfigError(f"{name} {value!r} is not one of {', '.join(table)}.{did_you_mean(value, table)}")
 
 
 def block_widths(config: CnnConfig) -> list[int]:

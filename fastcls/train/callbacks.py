@@ -12,25 +12,36 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from fastai.callback.core import Callback
+from fastai.callback.core import Callback, CancelFitException, CancelValidException
+from fastai.callback.schedule import ParamScheduler, SchedExp
+from torch import nn
 
 from fastcls.reporting import Reporter
 from fastcls.runs import write_metrics
 
-__all__ = ["EpochLog", "ProgressBars"]
+__all__ = ["EpochLog", "FreezeBatchNorm", "LRSweep", "ProgressBars"]
 
 
 class EpochLog(Callback):
     """Exact per-epoch metrics (mean train loss, valid loss, accuracy, top-5, lr, seconds).
 
     Computed here from every batch rather than from fastai's smoothed loss, appended to
-    `history`, and rewritten to `metrics.csv` after each epoch when `path` is set.
+    `history`, and rewritten to `metrics.csv` after each epoch when `path` is set. `phase` is set
+    by the trainer; `group_lrs` lists each layer group's LR at the epoch's end (0 when frozen).
     """
 
     order = 60
 
-    def __init__(self, history: list[dict[str, Any]], path: Path | None = None, top_k: int = 5) -> None:
+    def __init__(
+        self,
+        history: list[dict[str, Any]],
+        path: Path | None = None,
+        top_k: int = 5,
+        group_names: list[str] | None = None,
+    ) -> None:
         self.history, self.path, self.top_k = history, path, top_k
+        self.group_names = group_names or []
+        self.phase = "full"
 
     def before_epoch(self) -> None:
         self._start = time.perf_counter()
@@ -61,14 +72,18 @@ class EpochLog(Callback):
     def after_epoch(self) -> None:
         s = self._sums
         valid_n = max(s["valid_n"], 1)
+        frozen = getattr(self.learn.opt, "frozen_idx", 0)
+        lrs = [0.0 if i < frozen else float(h["lr"]) for i, h in enumerate(self.learn.opt.hypers)]
         row = {
             "epoch": len(self.history) + 1,
+            "phase": self.phase,
             "train_loss": s["train_loss"] / max(s["train_n"], 1),
             "valid_loss": s["valid_loss"] / valid_n,
             "accuracy": s["hit1"] / valid_n,
             "top5": s["hitk"] / valid_n,
             "lr": float(self.learn.opt.hypers[-1]["lr"]),
             "seconds": round(time.perf_counter() - self._start, 3),
+            "group_lrs": ";".join(f"{lr:.3g}" for lr in lrs),
         }
         if not all(torch.isfinite(torch.tensor([row["train_loss"], row["valid_loss"]]))):
             row["note"] = "non-finite loss"
@@ -82,14 +97,14 @@ class ProgressBars(Callback):
 
     order = 70
 
-    def __init__(self, reporter: Reporter, history: list[dict[str, Any]]) -> None:
-        self.reporter, self.history = reporter, history
+    def __init__(self, reporter: Reporter, history: list[dict[str, Any]], total_epochs: int) -> None:
+        self.reporter, self.history, self.total_epochs = reporter, history, total_epochs
 
     def before_epoch(self) -> None:
         self._stack = ExitStack()
         total = len(self.dls.train) + len(self.dls.valid)
         self._task = self._stack.enter_context(
-            self.reporter.task(f"epoch {self.epoch + 1}/{self.n_epoch}", total)
+            self.reporter.task(f"epoch {len(self.history) + 1}/{self.total_epochs}", total)
         )
 
     def after_batch(self) -> None:
@@ -107,3 +122,47 @@ class ProgressBars(Callback):
         stack = getattr(self, "_stack", None)
         if stack is not None:
             stack.close()
+
+
+class FreezeBatchNorm(Callback):
+    """`--freeze-bn`: BatchNorm layers whose parameters are all frozen also keep their running
+    statistics (eval mode), so a frozen group is truly unchanged."""
+
+    order = 0  # after TrainEvalCallback (-10) has put the model in train mode
+
+    def before_train(self) -> None:
+        for module in self.model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                params = list(module.parameters())
+                if params and not any(p.requires_grad for p in params):
+                    module.eval()
+
+
+class LRSweep(ParamScheduler):
+    """fastai's LR range test without its save/load to disk: the LR grows exponentially each
+    batch until `num_it` batches or the loss diverges; the caller restores the model."""
+
+    def __init__(self, start_lr: float = 1e-7, end_lr: float = 10.0, num_it: int = 100) -> None:
+        super().__init__({"lr": SchedExp(start_lr, end_lr)})
+        self.num_it = max(num_it, 6)
+
+    def before_fit(self) -> None:
+        super().before_fit()
+        self.best_loss = float("inf")
+
+    def before_batch(self) -> None:
+        self._update_val(self.train_iter / self.num_it)
+
+    def after_batch(self) -> None:
+        super().after_batch()
+        loss = float(self.smooth_loss)
+        if loss < self.best_loss:
+            self.best_loss = loss
+        if loss > 4 * self.best_loss or not torch.isfinite(torch.tensor(loss)) or self.train_iter >= self.num_it:
+            raise CancelFitException()
+
+    def before_validate(self) -> None:
+        raise CancelValidException()
+
+    def after_fit(self) -> None:
+        self.learn.opt.zero_grad()

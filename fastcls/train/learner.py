@@ -1,13 +1,15 @@
-"""Build a fastai Learner over in-memory batches and fit it with the one-cycle schedule.
+"""Build a fastai Learner over in-memory batches and train it phase by phase.
 
 AdamW is torch's own (through fastai's OptimWrapper), which keeps the per-step cost equal to a
-hand-written loop; fastai supplies the schedule, the callback system and the training loop.
+hand-written loop; fastai supplies the one-cycle schedule, freezing by layer group, per-group
+learning rates and the callback system.
 """
 
 from __future__ import annotations
 
 import random
 import warnings
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -18,9 +20,11 @@ from torch import nn
 
 from fastcls.config import TrainConfig
 from fastcls.data.loaders import Batches
+from fastcls.models.groups import layer_groups, param_groups
 from fastcls.reporting import Reporter
+from fastcls.train.strategies import Phase, group_lrs, plan
 
-__all__ = ["fit_one_cycle", "seed_everything"]
+__all__ = ["LRFindResult", "Trainer", "seed_everything"]
 
 
 def seed_everything(seed: int) -> None:
@@ -40,39 +44,131 @@ def _import_fastai():
     return Learner, DataLoaders, OptimWrapper
 
 
-def build_learner(model: nn.Module, train: Batches, valid: Batches, callbacks: list[Any]):
-    """A fastai Learner with torch's AdamW, cross-entropy, and fastcls's own callbacks only."""
-    Learner, DataLoaders, OptimWrapper = _import_fastai()
-    learn = Learner(
-        DataLoaders(train, valid),
-        model,
-        loss_func=nn.CrossEntropyLoss(),
-        opt_func=partial(OptimWrapper, opt=torch.optim.AdamW),
-        cbs=callbacks,
-    )
-    for name in ("progress", "ProgressCallback"):
-        if hasattr(learn, name):
-            learn.remove_cb(getattr(learn, name))
-    return learn
+@dataclass
+class LRFindResult:
+    """The LR finder's curve, every suggestion, and the one picked."""
+
+    lrs: list[float]
+    losses: list[float]
+    suggestions: dict[str, float]
+    points: dict[str, tuple[float, float]] = field(default_factory=dict)
+    suggest: str = "valley"
+
+    @property
+    def lr(self) -> float:
+        return self.suggestions[self.suggest]
 
 
-def fit_one_cycle(
-    model: nn.Module,
-    train: Batches,
-    valid: Batches,
-    settings: TrainConfig,
-    reporter: Reporter,
-    metrics_path: Path | None = None,
-) -> list[dict[str, Any]]:
-    """Train `model` in place; return one metrics row per epoch (also written to `metrics_path`)."""
-    from fastcls.train.callbacks import EpochLog, ProgressBars
+class Trainer:
+    """One model, its data and its strategy: `lr_find()` and `fit()` share the same Learner.
 
-    history: list[dict[str, Any]] = []
-    callbacks = [EpochLog(history, metrics_path)]
-    if reporter.mode != "quiet":
-        callbacks.append(ProgressBars(reporter, history))
-    learn = build_learner(model, train, valid, callbacks)
-    with learn.no_logging():
-        learn.fit_one_cycle(settings.epochs, settings.lr, wd=settings.wd)
-    model.eval()
-    return history
+    Phases come from `strategies.plan`; between phases the Learner is re-frozen and the next
+    one-cycle starts with per-group learning rates.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        train: Batches,
+        valid: Batches,
+        settings: TrainConfig,
+        reporter: Reporter,
+        metrics_path: Path | None = None,
+    ) -> None:
+        from fastcls.train.callbacks import EpochLog, FreezeBatchNorm, ProgressBars
+
+        Learner, DataLoaders, OptimWrapper = _import_fastai()
+        self.model, self.train, self.settings = model, train, settings
+        self.groups = [g.name for g in layer_groups(model)]
+        self.phases = plan(settings, len(self.groups))
+        self.history: list[dict[str, Any]] = []
+        self.log = EpochLog(self.history, metrics_path, group_names=self.groups)
+        callbacks: list[Any] = [self.log]
+        if settings.freeze_bn:
+            callbacks.append(FreezeBatchNorm())
+        self.progress = None
+        if reporter.mode != "quiet":
+            total = sum(p.epochs for p in self.phases)
+            self.progress = ProgressBars(reporter, self.history, total)
+            callbacks.append(self.progress)
+        self.learn = Learner(
+            DataLoaders(train, valid),
+            model,
+            loss_func=nn.CrossEntropyLoss(),
+            opt_func=partial(OptimWrapper, opt=torch.optim.AdamW),
+            splitter=param_groups,
+            train_bn=not settings.freeze_bn,
+            cbs=callbacks,
+        )
+        for name in ("progress", "ProgressCallback"):
+            if hasattr(self.learn, name) and not isinstance(getattr(self.learn, name), ProgressBars):
+                self.learn.remove_cb(getattr(self.learn, name))
+
+    def set_lr(self, lr: float) -> None:
+        """Use a new base LR (e.g. the LR finder's pick) for every phase."""
+        self.settings.lr = lr
+        self.phases = plan(self.settings, len(self.groups))
+
+    def _enter(self, phase: Phase) -> list[float]:
+        self.learn.freeze_to(phase.frozen)
+        return group_lrs(phase, len(self.groups), self.settings.lr_mult)
+
+    def fit(self) -> list[dict[str, Any]]:
+        """Run every phase; return one metrics row per epoch (phase and per-group LRs included)."""
+        for phase in self.phases:
+            lrs = self._enter(phase)
+            self.log.phase = phase.name
+            with self.learn.no_logging():
+                self.learn.fit_one_cycle(
+                    phase.epochs, lrs, wd=self.settings.wd, pct_start=phase.pct_start, div=phase.div
+                )
+        self.model.eval()
+        return self.history
+
+    def lr_find(
+        self, suggest: str = "valley", start_lr: float = 1e-7, end_lr: float = 10.0, num_it: int = 100
+    ) -> LRFindResult:
+        """fastai's LR range test on the first phase's frozen state, leaving no trace.
+
+        Weights, BatchNorm statistics, optimiser, frozen flags and every RNG (including the
+        batch order) are restored afterwards, so the next fit is the one you would have had.
+        """
+        from fastai.callback.schedule import minimum, slide, steep, valley
+
+        from fastcls.train.callbacks import LRSweep
+
+        saved = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        flags = [p.requires_grad for p in self.model.parameters()]
+        rng = (
+            torch.get_rng_state(),
+            random.getstate(),
+            np.random.get_state(),
+            self.train.generator.get_state(),
+        )
+        was_training = self.model.training
+        try:
+            self._enter(self.phases[0])
+            n_epoch = num_it // max(len(self.train), 1) + 1
+            quiet = [cb for cb in (self.log, self.progress) if cb is not None]
+            with self.learn.removed_cbs(quiet), self.learn.no_logging():
+                self.learn.fit(n_epoch, cbs=LRSweep(start_lr, end_lr, num_it))
+            recorder = self.learn.recorder
+            lrs = torch.tensor(recorder.lrs[num_it // 10 : -5], dtype=torch.float64)
+            losses = torch.tensor([float(x) for x in recorder.losses[num_it // 10 : -5]], dtype=torch.float64)
+            keep = ~torch.isnan(losses)
+            lrs, losses = lrs[keep], losses[keep]
+            suggestions, points = {}, {}
+            for name, func in (("valley", valley), ("steep", steep), ("minimum", minimum), ("slide", slide)):
+                value, point = func(lrs, losses, num_it)
+                suggestions[name], points[name] = float(value), (float(point[0]), float(point[1]))
+            return LRFindResult(lrs.tolist(), losses.tolist(), suggestions, points, suggest)
+        finally:
+            self.model.load_state_dict(saved)
+            for p, flag in zip(self.model.parameters(), flags, strict=True):
+                p.requires_grad_(flag)
+            torch.set_rng_state(rng[0])
+            random.setstate(rng[1])
+            np.random.set_state(rng[2])
+            self.train.generator.set_state(rng[3])
+            self.learn.opt = None
+            self.model.train(was_training)

@@ -34,9 +34,7 @@ def test_split_folders_accept_val_and_test(split_folders):
 
 
 def test_csv_with_and_without_split_column(tmp_path, class_folders):
-    rows = [
-        (p.relative_to(class_folders.parent), p.parent.name) for p in sorted(class_folders.rglob("*.png"))
-    ]
+    rows = [(p.relative_to(class_folders.parent), p.parent.name) for p in sorted(class_folders.rglob("*.png"))]
     csv_path = write_csv(tmp_path / "labels.csv", rows)
     source = resolve_source(csv_path, valid_pct=0.2)
     assert len(source.samples) == 80 and source.kind == "csv"

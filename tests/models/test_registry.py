@@ -23,9 +23,7 @@ def test_families_and_forced_torchvision():
     )
 
 
-@pytest.mark.parametrize(
-    ("name", "hint"), [("resnet19", "resnet18"), ("cnnn", "cnn"), ("tv:resnet19", "resnet18")]
-)
+@pytest.mark.parametrize(("name", "hint"), [("resnet19", "resnet18"), ("cnnn", "cnn"), ("tv:resnet19", "resnet18")])
 def test_unknown_names_suggest_close_ones(name, hint):
     with pytest.raises(ArchError, match=f"Did you mean: .*{hint}"):
         resolve_arch(name)

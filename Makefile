@@ -31,6 +31,7 @@ test: $(VENV)/.fastcls-test
 bench: $(VENV)/.fastcls
 	$(BIN)/python benchmarks/train_overhead.py
 	$(BIN)/python benchmarks/digits_demo.py
+	$(BIN)/python benchmarks/finetune_strategies.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -229,7 +229,7 @@ class ImageClassifier:
         train = Batches(decoded["train"], prep, config.data.bs, shuffle=True, drop_last=True, seed=settings.seed)
         valid = Batches(decoded["valid"], prep, max(config.data.bs, 256))
         metrics_path = Path(log_dir) / "metrics.csv" if log_dir is not None else None
-        trainer = Trainer(model, train, valid, settings, report, metrics_path)
+        trainer = Trainer(model, train, valid, settings, report, metrics_path, pretrained=config.model.pretrained)
         config.model.arch, config.data.size = spec.name, prep.size
         self.config, self.model, self.classes, self.preprocessing = config, model, source.classes, prep
         self.family, self._source = spec.family, source

@@ -74,8 +74,9 @@ class Trainer:
         settings: TrainConfig,
         reporter: Reporter,
         metrics_path: Path | None = None,
+        pretrained: bool = False,
     ) -> None:
-        from fastcls.train.callbacks import EpochLog, FreezeBatchNorm, ProgressBars
+        from fastcls.train.callbacks import EpochLog, FreezeBatchNorm, ProgressBars, RestartBatchNormStats
 
         Learner, DataLoaders, OptimWrapper = _import_fastai()
         self.model, self.train, self.settings = model, train, settings
@@ -86,6 +87,9 @@ class Trainer:
         callbacks: list[Any] = [self.log]
         if settings.freeze_bn:
             callbacks.append(FreezeBatchNorm())
+        self.restart = RestartBatchNormStats() if pretrained else None
+        if self.restart is not None:
+            callbacks.append(self.restart)
         self.progress = None
         if reporter.mode != "quiet":
             total = sum(p.epochs for p in self.phases)
@@ -149,7 +153,7 @@ class Trainer:
         try:
             self._enter(self.phases[0])
             n_epoch = num_it // max(len(self.train), 1) + 1
-            quiet = [cb for cb in (self.log, self.progress) if cb is not None]
+            quiet = [cb for cb in (self.log, self.progress, self.restart) if cb is not None]
             with self.learn.removed_cbs(quiet), self.learn.no_logging():
                 self.learn.fit(n_epoch, cbs=LRSweep(start_lr, end_lr, num_it))
             recorder = self.learn.recorder

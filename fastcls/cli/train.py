@@ -74,7 +74,7 @@ def _train_and_show(config, quiet: bool, as_json: bool) -> None:
                 "run": str(path),
                 "arch": clf.config.model.arch,
                 "epochs": len(clf.history),
-                "lr": clf.config.train.lr,
+                "base_lr": clf.config.train.lr,
             }
             | metrics
         )

@@ -283,8 +283,12 @@ class ImageClassifier:
         ['minimum', 'slide', 'steep', 'valley']
         """
         config = self._resolve(data, options)
-        trainer = self._prepare(config, as_reporter(reporter, quiet), None)
-        return trainer.lr_find(config.train.lr_suggest)
+        state = dict(vars(self))  # the probe must not replace this classifier's own model
+        try:
+            trainer = self._prepare(config, as_reporter(reporter, quiet), None)
+            return trainer.lr_find(config.train.lr_suggest)
+        finally:
+            vars(self).update(state)
 
     # -- using a trained model ----------------------------------------------------------------
     def _require_trained(self) -> None:

@@ -46,3 +46,9 @@ def test_lr_auto_records_the_pick_and_draws_the_plot(tmp_path, class_folders):
     saved = fastcls.load_config(path / "config.toml")
     assert saved.train.lr == clf.lr_found.suggestions["steep"] and saved.train.lr_find is False
     assert (path / "plots" / "lr_find.png").stat().st_size > 10_000
+
+
+def test_api_lr_find_keeps_the_classifier_as_it_was(class_folders):
+    clf = fastcls.ImageClassifier("cnn", blocks=2)
+    result = clf.lr_find(class_folders, quiet=True)
+    assert clf.model is None and result.lr == result.suggestions["valley"]

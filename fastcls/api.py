@@ -182,6 +182,7 @@ class ImageClassifier:
         Settings left open are resolved here and written back into `config`: the arch's full
         name, the input size, the LR and the strategy, so config.toml repeats the run exactly.
         """
+        from fastcls.data.augment import get_augment
         from fastcls.data.loaders import Batches, channel_stats, decode_split
         from fastcls.models.registry import build_model, default_preprocessing, resolve_arch
         from fastcls.models.scratch import check_cnn_config
@@ -193,6 +194,7 @@ class ImageClassifier:
         settings.strategy = settings.strategy or ("freeze-unfreeze" if config.model.pretrained else "full")
         settings.lr = settings.lr or (2e-3 if config.model.pretrained else 3e-3)
         parse_strategy(settings.strategy)
+        augment = get_augment(config.data.aug)
         seed_everything(settings.seed)
         spec = resolve_arch(config.model.arch)
         card = _run_card(config.model.weights)
@@ -226,7 +228,9 @@ class ImageClassifier:
             f"{spec.name} ({weights_note}): {len(source.classes)} classes, {n_train} train / {n_valid} "
             f"valid images at {prep.size}px, strategy {settings.strategy}"
         )
-        train = Batches(decoded["train"], prep, config.data.bs, shuffle=True, drop_last=True, seed=settings.seed)
+        train = Batches(
+            decoded["train"], prep, config.data.bs, shuffle=True, drop_last=True, seed=settings.seed, augment=augment
+        )
         valid = Batches(decoded["valid"], prep, max(config.data.bs, 256))
         metrics_path = Path(log_dir) / "metrics.csv" if log_dir is not None else None
         trainer = Trainer(model, train, valid, settings, report, metrics_path, pretrained=config.model.pretrained)

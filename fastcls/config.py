@@ -70,6 +70,7 @@ class DataConfig:
     on_bad_image: str = "skip"
     size: int | None = None  # None: the architecture's input size, else the images' median side
     bs: int = 64
+    aug: str = "none"  # a preset of fastcls.data.augment, applied to training batches only
 
     def validate(self) -> None:
         _check_range("valid_pct", self.valid_pct, 0.01, 0.9)

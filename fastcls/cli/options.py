@@ -20,6 +20,7 @@ __all__ = [
     "Activation",
     "Arch",
     "AsJson",
+    "Aug",
     "Blocks",
     "Bn",
     "Bs",
@@ -74,6 +75,10 @@ Lr = Annotated[
 LrSuggest = Annotated[
     Optional[str],
     typer.Option(help="Which LR finder suggestion --lr auto takes: valley, steep, minimum, slide."),
+]
+Aug = Annotated[
+    Optional[str],
+    typer.Option(help="Training-batch augmentation: none (default), light (no flips), standard, strong."),
 ]
 Bs = Annotated[Optional[int], typer.Option(help="Batch size (default 64).")]
 Size = Annotated[

@@ -13,6 +13,7 @@ from fastcls.cli.options import (
     Activation,
     Arch,
     AsJson,
+    Aug,
     Blocks,
     Bn,
     Bs,
@@ -50,7 +51,7 @@ __all__ = ["register"]
 
 COMMON = (
     "data", "arch", "epochs", "lr", "lr_suggest", "bs", "size", "seed", "wd", "valid_pct", "fraction",
-    "on_bad_image", *CNN_FLAGS,
+    "on_bad_image", "aug", *CNN_FLAGS,
 )  # fmt: skip
 RUN_FLAGS = ("name", "out", "runs_dir", "exist_ok")
 FINETUNE = ("weights", "strategy", "freeze_epochs", "lr_mult", "unfreeze_every", "freeze_bn")
@@ -100,6 +101,7 @@ def train(
     valid_pct: ValidPct = None,
     fraction: Fraction = None,
     on_bad_image: OnBadImage = None,
+    aug: Aug = None,
     blocks: Blocks = None,
     filters: Filters = None,
     organisation: Organisation = None,
@@ -140,6 +142,7 @@ def finetune(
     valid_pct: ValidPct = None,
     fraction: Fraction = None,
     on_bad_image: OnBadImage = None,
+    aug: Aug = None,
     blocks: Blocks = None,
     filters: Filters = None,
     organisation: Organisation = None,

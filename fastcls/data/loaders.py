@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,8 +138,9 @@ class Batches:
         drop_last: bool = False,
         seed: int = 0,
         device: torch.device | str = "cpu",
+        augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
     ) -> None:
-        self.split, self.prep, self.bs = split, prep, bs
+        self.split, self.prep, self.bs, self.augment = split, prep, bs, augment
         self.shuffle = shuffle
         self.drop_last = drop_last and len(split.labels) > bs
         self.generator = torch.Generator().manual_seed(seed)
@@ -171,4 +172,7 @@ class Batches:
             else:
                 chosen = order[start : start + self.bs]
                 images, labels = self.split.images[chosen], self.split.labels[chosen]
-            yield self.normalise(images), labels.to(self.device, non_blocking=True)
+            images = self.normalise(images)
+            if self.augment is not None:
+                images = self.augment(images, self.generator)
+            yield images, labels.to(self.device, non_blocking=True)

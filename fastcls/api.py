@@ -188,12 +188,14 @@ class ImageClassifier:
         from fastcls.models.scratch import check_cnn_config
         from fastcls.models.weights import load_pretrained
         from fastcls.train.learner import Trainer, seed_everything
+        from fastcls.train.optim import check_optim
         from fastcls.train.strategies import parse_strategy
 
         settings = config.train
         settings.strategy = settings.strategy or ("freeze-unfreeze" if config.model.pretrained else "full")
         settings.lr = settings.lr or (2e-3 if config.model.pretrained else 3e-3)
         parse_strategy(settings.strategy)
+        check_optim(settings)
         augment = get_augment(config.data.aug)
         seed_everything(settings.seed)
         spec = resolve_arch(config.model.arch)

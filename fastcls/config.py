@@ -141,6 +141,13 @@ class TrainConfig:
     lr_mult: float = 100.0
     unfreeze_every: int = 1
     freeze_bn: bool = False
+    opt: str = "adamw"
+    sched: str = "one-cycle"
+    momentum: float = 0.9  # SGD momentum; beta1 for lamb/ranger (one-cycle schedules it for Adam*)
+    eps: float = 1e-8
+    step_size: int | None = None  # step schedule: epochs between drops (default a third of the phase)
+    gamma: float = 0.1
+    label_smoothing: float = 0.0
 
     def validate(self) -> None:
         _check_range("epochs", self.epochs, 1, 100000)
@@ -151,6 +158,12 @@ class TrainConfig:
         _check_range("freeze_epochs", self.freeze_epochs, 0, 100000)
         _check_range("lr_mult", self.lr_mult, 1.0, 1e6)
         _check_range("unfreeze_every", self.unfreeze_every, 1, 100000)
+        _check_range("momentum", self.momentum, 0.0, 0.9999)
+        _check_range("eps", self.eps, 0.0, 1.0)
+        if self.step_size is not None:
+            _check_range("step_size", self.step_size, 1, 100000)
+        _check_range("gamma", self.gamma, 1e-6, 1.0)
+        _check_range("label_smoothing", self.label_smoothing, 0.0, 0.5)
 
 
 @dataclass

@@ -29,23 +29,30 @@ __all__ = [
     "Dense",
     "Dropout",
     "Epochs",
+    "Eps",
     "ExistOk",
     "Filters",
     "Fraction",
     "FreezeBn",
     "FreezeEpochs",
+    "Gamma",
     "Kernel",
+    "LabelSmoothing",
     "Lr",
     "LrMult",
     "LrSuggest",
+    "Momentum",
     "Name",
     "OnBadImage",
+    "Opt",
     "Organisation",
     "Out",
     "Quiet",
     "RunsDir",
+    "Sched",
     "Seed",
     "Size",
+    "StepSize",
     "Strategy",
     "UnfreezeEvery",
     "ValidPct",
@@ -80,6 +87,15 @@ Aug = Annotated[
     Optional[str],
     typer.Option(help="Training-batch augmentation: none (default), light (no flips), standard, strong."),
 ]
+Opt = Annotated[Optional[str], typer.Option(help="Optimiser: adamw (default), adam, sgd, lamb or ranger.")]
+Sched = Annotated[
+    Optional[str], typer.Option(help="LR schedule in each phase: one-cycle (default), cosine, flat-cos or step.")
+]
+Momentum = Annotated[Optional[float], typer.Option(help="SGD momentum, or beta1 of lamb/ranger (default 0.9).")]
+Eps = Annotated[Optional[float], typer.Option(help="Optimiser epsilon (default 1e-8).")]
+StepSize = Annotated[Optional[int], typer.Option(help="step schedule: epochs between LR drops (default a third).")]
+Gamma = Annotated[Optional[float], typer.Option(help="step schedule: LR factor at each drop (default 0.1).")]
+LabelSmoothing = Annotated[Optional[float], typer.Option(help="Label smoothing of the cross-entropy (default 0).")]
 Bs = Annotated[Optional[int], typer.Option(help="Batch size (default 64).")]
 Size = Annotated[
     Optional[int],

@@ -10,7 +10,6 @@ from __future__ import annotations
 import random
 import warnings
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from fastcls.config import TrainConfig
 from fastcls.data.loaders import Batches
 from fastcls.models.groups import layer_groups, param_groups
 from fastcls.reporting import Reporter
+from fastcls.train.optim import opt_func, schedule
 from fastcls.train.strategies import Phase, group_lrs, plan
 
 __all__ = ["LRFindResult", "Trainer", "seed_everything"]
@@ -37,11 +37,9 @@ def seed_everything(seed: int) -> None:
 def _import_fastai():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit deprecation noise inside fastai
-        import fastai.callback.schedule  # noqa: F401  (adds Learner.fit_one_cycle)
         from fastai.data.core import DataLoaders
         from fastai.learner import Learner
-        from fastai.optimizer import OptimWrapper
-    return Learner, DataLoaders, OptimWrapper
+    return Learner, DataLoaders
 
 
 @dataclass
@@ -78,7 +76,7 @@ class Trainer:
     ) -> None:
         from fastcls.train.callbacks import EpochLog, FreezeBatchNorm, ProgressBars, RestartBatchNormStats
 
-        Learner, DataLoaders, OptimWrapper = _import_fastai()
+        Learner, DataLoaders = _import_fastai()
         self.model, self.train, self.settings = model, train, settings
         self.groups = [g.name for g in layer_groups(model)]
         self.phases = plan(settings, len(self.groups))
@@ -98,8 +96,8 @@ class Trainer:
         self.learn = Learner(
             DataLoaders(train, valid),
             model,
-            loss_func=nn.CrossEntropyLoss(),
-            opt_func=partial(OptimWrapper, opt=torch.optim.AdamW),
+            loss_func=nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing),
+            opt_func=opt_func(settings),
             splitter=param_groups,
             train_bn=not settings.freeze_bn,
             cbs=callbacks,
@@ -119,13 +117,14 @@ class Trainer:
 
     def fit(self) -> list[dict[str, Any]]:
         """Run every phase; return one metrics row per epoch (phase and per-group LRs included)."""
+        from fastai.callback.schedule import ParamScheduler
+
         for phase in self.phases:
             lrs = self._enter(phase)
             self.log.phase = phase.name
+            scheds = schedule(self.settings, phase.epochs, lrs, phase.pct_start, phase.div)
             with self.learn.no_logging():
-                self.learn.fit_one_cycle(
-                    phase.epochs, lrs, wd=self.settings.wd, pct_start=phase.pct_start, div=phase.div
-                )
+                self.learn.fit(phase.epochs, lr=lrs, wd=self.settings.wd, cbs=ParamScheduler(scheds))
         self.model.eval()
         return self.history
 

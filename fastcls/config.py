@@ -148,6 +148,9 @@ class TrainConfig:
     step_size: int | None = None  # step schedule: epochs between drops (default a third of the phase)
     gamma: float = 0.1
     label_smoothing: float = 0.0
+    mixup: float = 0.0  # Beta(alpha, alpha) of MixUp; 0 is off
+    cutmix: float = 0.0  # Beta(alpha, alpha) of CutMix; 0 is off
+    clip_grad: float | None = None  # max gradient norm
 
     def validate(self) -> None:
         _check_range("epochs", self.epochs, 1, 100000)
@@ -164,6 +167,12 @@ class TrainConfig:
             _check_range("step_size", self.step_size, 1, 100000)
         _check_range("gamma", self.gamma, 1e-6, 1.0)
         _check_range("label_smoothing", self.label_smoothing, 0.0, 0.5)
+        _check_range("mixup", self.mixup, 0.0, 100.0)
+        _check_range("cutmix", self.cutmix, 0.0, 100.0)
+        if self.mixup and self.cutmix:
+            raise ConfigError("mixup and cutmix are exclusive: set one of them to 0.")
+        if self.clip_grad is not None:
+            _check_range("clip_grad", self.clip_grad, 1e-6, 1e6)
 
 
 @dataclass

@@ -24,7 +24,9 @@ __all__ = [
     "Blocks",
     "Bn",
     "Bs",
+    "ClipGrad",
     "ConfigFile",
+    "Cutmix",
     "Data",
     "Dense",
     "Dropout",
@@ -41,6 +43,7 @@ __all__ = [
     "Lr",
     "LrMult",
     "LrSuggest",
+    "Mixup",
     "Momentum",
     "Name",
     "OnBadImage",
@@ -96,6 +99,9 @@ Eps = Annotated[Optional[float], typer.Option(help="Optimiser epsilon (default 1
 StepSize = Annotated[Optional[int], typer.Option(help="step schedule: epochs between LR drops (default a third).")]
 Gamma = Annotated[Optional[float], typer.Option(help="step schedule: LR factor at each drop (default 0.1).")]
 LabelSmoothing = Annotated[Optional[float], typer.Option(help="Label smoothing of the cross-entropy (default 0).")]
+Mixup = Annotated[Optional[float], typer.Option(help="MixUp with Beta(A, A), e.g. 0.4 (default off).")]
+Cutmix = Annotated[Optional[float], typer.Option(help="CutMix with Beta(A, A), e.g. 1.0 (default off).")]
+ClipGrad = Annotated[Optional[float], typer.Option(help="Clip the gradient norm to N (default off).")]
 Bs = Annotated[Optional[int], typer.Option(help="Batch size (default 64).")]
 Size = Annotated[
     Optional[int],

@@ -17,7 +17,9 @@ from fastcls.cli.options import (
     Blocks,
     Bn,
     Bs,
+    ClipGrad,
     ConfigFile,
+    Cutmix,
     Data,
     Dense,
     Dropout,
@@ -34,6 +36,7 @@ from fastcls.cli.options import (
     Lr,
     LrMult,
     LrSuggest,
+    Mixup,
     Momentum,
     Name,
     OnBadImage,
@@ -58,7 +61,8 @@ __all__ = ["register"]
 
 COMMON = (
     "data", "arch", "epochs", "lr", "lr_suggest", "bs", "size", "seed", "wd", "valid_pct", "fraction",
-    "on_bad_image", "aug", "opt", "sched", "momentum", "eps", "step_size", "gamma", "label_smoothing", *CNN_FLAGS,
+    "on_bad_image", "aug", "opt", "sched", "momentum", "eps", "step_size", "gamma", "label_smoothing",
+    "mixup", "cutmix", "clip_grad", *CNN_FLAGS,
 )  # fmt: skip
 RUN_FLAGS = ("name", "out", "runs_dir", "exist_ok")
 FINETUNE = ("weights", "strategy", "freeze_epochs", "lr_mult", "unfreeze_every", "freeze_bn")
@@ -116,6 +120,9 @@ def train(
     step_size: StepSize = None,
     gamma: Gamma = None,
     label_smoothing: LabelSmoothing = None,
+    mixup: Mixup = None,
+    cutmix: Cutmix = None,
+    clip_grad: ClipGrad = None,
     blocks: Blocks = None,
     filters: Filters = None,
     organisation: Organisation = None,
@@ -164,6 +171,9 @@ def finetune(
     step_size: StepSize = None,
     gamma: Gamma = None,
     label_smoothing: LabelSmoothing = None,
+    mixup: Mixup = None,
+    cutmix: Cutmix = None,
+    clip_grad: ClipGrad = None,
     blocks: Blocks = None,
     filters: Filters = None,
     organisation: Organisation = None,

@@ -57,6 +57,28 @@ class LRFindResult:
         return self.suggestions[self.suggest]
 
 
+class CrossEntropy(nn.CrossEntropyLoss):
+    """Cross-entropy that tells fastai's MixUp/CutMix the targets are class indices, so they mix
+    the two losses (soft targets) while accuracy is still computed on the hard labels."""
+
+    y_int = True
+
+
+def _regularisers(settings: TrainConfig) -> list[Any]:
+    """fastai's own MixUp, CutMix and GradientClip callbacks, as the settings ask."""
+    from fastai.callback.mixup import CutMix, MixUp
+    from fastai.callback.training import GradientClip
+
+    callbacks: list[Any] = []
+    if settings.mixup:
+        callbacks.append(MixUp(settings.mixup))
+    if settings.cutmix:
+        callbacks.append(CutMix(settings.cutmix))
+    if settings.clip_grad:
+        callbacks.append(GradientClip(settings.clip_grad))
+    return callbacks
+
+
 class Trainer:
     """One model, its data and its strategy: `lr_find()` and `fit()` share the same Learner.
 
@@ -82,7 +104,7 @@ class Trainer:
         self.phases = plan(settings, len(self.groups))
         self.history: list[dict[str, Any]] = []
         self.log = EpochLog(self.history, metrics_path, group_names=self.groups)
-        callbacks: list[Any] = [self.log]
+        callbacks: list[Any] = [self.log, *_regularisers(settings)]
         if settings.freeze_bn:
             callbacks.append(FreezeBatchNorm())
         self.restart = RestartBatchNormStats() if pretrained else None
@@ -96,7 +118,7 @@ class Trainer:
         self.learn = Learner(
             DataLoaders(train, valid),
             model,
-            loss_func=nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing),
+            loss_func=CrossEntropy(label_smoothing=settings.label_smoothing),
             opt_func=opt_func(settings),
             splitter=param_groups,
             train_bn=not settings.freeze_bn,

@@ -161,6 +161,7 @@ class ImageClassifier:
         self.metrics: dict[str, Any] = {}
         self.family = ""
         self.lr_found: Any = None  # the LRFindResult when lr_find=True picked the LR
+        self.checkpoint_epochs: dict[str, int] = {}  # checkpoint name -> epoch it holds
         self._source: ImageSource | None = None
 
     @classmethod
@@ -271,7 +272,10 @@ class ImageClassifier:
 
                 lr_find_plot(found, Path(log_dir) / "plots" / "lr_find.png")
         self.history = trainer.fit()
-        self.metrics.update({k: v for k, v in self.history[-1].items() if k not in ("epoch", "phase")})
+        kept = trainer.checkpoints.epochs[config.train.keep]
+        self.metrics.update({k: v for k, v in self.history[kept - 1].items() if k not in ("epoch", "phase")})
+        self.metrics.update(kept_epoch=kept, stopped_early=bool(trainer.early and trainer.early.stopped))
+        self.checkpoint_epochs = dict(trainer.checkpoints.epochs)
         return self
 
     def lr_find(
@@ -435,6 +439,7 @@ class ImageClassifier:
             "pretrained": self.config.model.pretrained,
             "weights": self.config.model.weights,
             "strategy": self.config.train.strategy,
+            "checkpoints": self.checkpoint_epochs,
             "lr_find": (
                 {"suggest": self.lr_found.suggest, "suggestions": self.lr_found.suggestions}
                 if self.lr_found is not None

@@ -33,6 +33,8 @@ __all__ = [
 
 BAD_IMAGE_POLICIES = ("skip", "error")
 COMMANDS = ("train", "finetune")
+KEEP_CHOICES = ("last", "best-accuracy", "best-valid_loss")
+MONITORS = ("valid_loss", "accuracy")
 LR_SUGGESTIONS = ("valley", "steep", "minimum", "slide")
 
 
@@ -151,6 +153,9 @@ class TrainConfig:
     mixup: float = 0.0  # Beta(alpha, alpha) of MixUp; 0 is off
     cutmix: float = 0.0  # Beta(alpha, alpha) of CutMix; 0 is off
     clip_grad: float | None = None  # max gradient norm
+    keep: str = "last"  # which checkpoint becomes model.safetensors
+    early_stop: int | None = None  # patience in epochs on `monitor`
+    monitor: str = "valid_loss"
 
     def validate(self) -> None:
         _check_range("epochs", self.epochs, 1, 100000)
@@ -171,6 +176,10 @@ class TrainConfig:
         _check_range("cutmix", self.cutmix, 0.0, 100.0)
         if self.mixup and self.cutmix:
             raise ConfigError("mixup and cutmix are exclusive: set one of them to 0.")
+        _check_choice("keep", self.keep, KEEP_CHOICES)
+        _check_choice("monitor", self.monitor, MONITORS)
+        if self.early_stop is not None:
+            _check_range("early_stop", self.early_stop, 1, 100000)
         if self.clip_grad is not None:
             _check_range("clip_grad", self.clip_grad, 1e-6, 1e6)
 

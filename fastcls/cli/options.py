@@ -30,6 +30,7 @@ __all__ = [
     "Data",
     "Dense",
     "Dropout",
+    "EarlyStop",
     "Epochs",
     "Eps",
     "ExistOk",
@@ -38,6 +39,7 @@ __all__ = [
     "FreezeBn",
     "FreezeEpochs",
     "Gamma",
+    "Keep",
     "Kernel",
     "LabelSmoothing",
     "Lr",
@@ -45,6 +47,7 @@ __all__ = [
     "LrSuggest",
     "Mixup",
     "Momentum",
+    "Monitor",
     "Name",
     "OnBadImage",
     "Opt",
@@ -102,6 +105,11 @@ LabelSmoothing = Annotated[Optional[float], typer.Option(help="Label smoothing o
 Mixup = Annotated[Optional[float], typer.Option(help="MixUp with Beta(A, A), e.g. 0.4 (default off).")]
 Cutmix = Annotated[Optional[float], typer.Option(help="CutMix with Beta(A, A), e.g. 1.0 (default off).")]
 ClipGrad = Annotated[Optional[float], typer.Option(help="Clip the gradient norm to N (default off).")]
+Keep = Annotated[
+    Optional[str], typer.Option(help="Checkpoint saved as the model: last (default), best-accuracy, best-valid_loss.")
+]
+EarlyStop = Annotated[Optional[int], typer.Option(help="Stop after P epochs without improvement (default off).")]
+Monitor = Annotated[Optional[str], typer.Option(help="What --early-stop watches: valid_loss (default) or accuracy.")]
 Bs = Annotated[Optional[int], typer.Option(help="Batch size (default 64).")]
 Size = Annotated[
     Optional[int],

@@ -23,6 +23,7 @@ from fastcls.cli.options import (
     Data,
     Dense,
     Dropout,
+    EarlyStop,
     Epochs,
     Eps,
     ExistOk,
@@ -31,6 +32,7 @@ from fastcls.cli.options import (
     FreezeBn,
     FreezeEpochs,
     Gamma,
+    Keep,
     Kernel,
     LabelSmoothing,
     Lr,
@@ -38,6 +40,7 @@ from fastcls.cli.options import (
     LrSuggest,
     Mixup,
     Momentum,
+    Monitor,
     Name,
     OnBadImage,
     Opt,
@@ -62,7 +65,7 @@ __all__ = ["register"]
 COMMON = (
     "data", "arch", "epochs", "lr", "lr_suggest", "bs", "size", "seed", "wd", "valid_pct", "fraction",
     "on_bad_image", "aug", "opt", "sched", "momentum", "eps", "step_size", "gamma", "label_smoothing",
-    "mixup", "cutmix", "clip_grad", *CNN_FLAGS,
+    "mixup", "cutmix", "clip_grad", "keep", "early_stop", "monitor", *CNN_FLAGS,
 )  # fmt: skip
 RUN_FLAGS = ("name", "out", "runs_dir", "exist_ok")
 FINETUNE = ("weights", "strategy", "freeze_epochs", "lr_mult", "unfreeze_every", "freeze_bn")
@@ -123,6 +126,9 @@ def train(
     mixup: Mixup = None,
     cutmix: Cutmix = None,
     clip_grad: ClipGrad = None,
+    keep: Keep = None,
+    early_stop: EarlyStop = None,
+    monitor: Monitor = None,
     blocks: Blocks = None,
     filters: Filters = None,
     organisation: Organisation = None,
@@ -174,6 +180,9 @@ def finetune(
     mixup: Mixup = None,
     cutmix: Cutmix = None,
     clip_grad: ClipGrad = None,
+    keep: Keep = None,
+    early_stop: EarlyStop = None,
+    monitor: Monitor = None,
     blocks: Blocks = None,
     filters: Filters = None,
     organisation: Organisation = None,

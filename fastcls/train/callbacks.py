@@ -19,7 +19,15 @@ from torch import nn
 from fastcls.reporting import Reporter
 from fastcls.runs import write_metrics
 
-__all__ = ["EpochLog", "FreezeBatchNorm", "LRSweep", "ProgressBars", "RestartBatchNormStats"]
+__all__ = [
+    "Checkpoints",
+    "EarlyStop",
+    "EpochLog",
+    "FreezeBatchNorm",
+    "LRSweep",
+    "ProgressBars",
+    "RestartBatchNormStats",
+]
 
 
 class EpochLog(Callback):
@@ -198,3 +206,62 @@ class LRSweep(ParamScheduler):
 
     def after_fit(self) -> None:
         self.learn.opt.zero_grad()
+
+
+class Checkpoints(Callback):
+    """After every epoch: `last`, and `best-valid_loss` / `best-accuracy` when they improve.
+
+    The two bests can differ (a lower loss is not always a higher accuracy), so both are kept, in
+    memory and, when `folder` is set, as `checkpoints/<name>.safetensors` (written atomically).
+    """
+
+    order = 65  # after EpochLog has written the epoch's row
+
+    def __init__(self, history: list[dict[str, Any]], folder: Path | None = None) -> None:
+        self.history, self.folder = history, folder
+        self.states: dict[str, dict[str, torch.Tensor]] = {}
+        self.epochs: dict[str, int] = {}
+
+    def _store(self, name: str, row: dict[str, Any]) -> None:
+        state = {k: v.detach().cpu().clone().contiguous() for k, v in self.learn.model.state_dict().items()}
+        self.states[name], self.epochs[name] = state, row["epoch"]
+        if self.folder is not None:
+            from safetensors.torch import save
+
+            from fastcls.runs import atomic_write_bytes
+
+            atomic_write_bytes(self.folder / f"{name}.safetensors", save(state))
+
+    def after_epoch(self) -> None:
+        row = self.history[-1]
+        self._store("last", row)
+        for name, key, better in (("best-valid_loss", "valid_loss", min), ("best-accuracy", "accuracy", max)):
+            seen = [r[key] for r in self.history]
+            if better(seen) == row[key] and seen.index(row[key]) == len(seen) - 1:
+                self._store(name, row)
+
+
+class EarlyStop(Callback):
+    """Stops when `monitor` has not improved for `patience` epochs; the trainer skips later phases."""
+
+    order = 75  # after the epoch's checkpoints and its row in the progress table
+
+    def __init__(self, monitor: str, patience: int, history: list[dict[str, Any]]) -> None:
+        self.monitor, self.patience, self.history = monitor, patience, history
+        self.best: float | None = None
+        self.waited = 0
+        self.stopped = False
+
+    def update(self, value: float) -> bool:
+        """Feed one epoch's value; True when training should stop."""
+        improved = self.best is None or (value < self.best if self.monitor == "valid_loss" else value > self.best)
+        if improved:
+            self.best, self.waited = value, 0
+        else:
+            self.waited += 1
+        self.stopped = self.waited >= self.patience
+        return self.stopped
+
+    def after_epoch(self) -> None:
+        if self.update(self.history[-1][self.monitor]):
+            raise CancelFitException()

@@ -96,7 +96,14 @@ class Trainer:
         metrics_path: Path | None = None,
         pretrained: bool = False,
     ) -> None:
-        from fastcls.train.callbacks import EpochLog, FreezeBatchNorm, ProgressBars, RestartBatchNormStats
+        from fastcls.train.callbacks import (
+            Checkpoints,
+            EarlyStop,
+            EpochLog,
+            FreezeBatchNorm,
+            ProgressBars,
+            RestartBatchNormStats,
+        )
 
         Learner, DataLoaders = _import_fastai()
         self.model, self.train, self.settings = model, train, settings
@@ -104,7 +111,12 @@ class Trainer:
         self.phases = plan(settings, len(self.groups))
         self.history: list[dict[str, Any]] = []
         self.log = EpochLog(self.history, metrics_path, group_names=self.groups)
-        callbacks: list[Any] = [self.log, *_regularisers(settings)]
+        folder = metrics_path.parent / "checkpoints" if metrics_path is not None else None
+        self.checkpoints = Checkpoints(self.history, folder)
+        self.early = EarlyStop(settings.monitor, settings.early_stop, self.history) if settings.early_stop else None
+        callbacks: list[Any] = [self.log, self.checkpoints, *_regularisers(settings)]
+        if self.early is not None:
+            callbacks.append(self.early)
         if settings.freeze_bn:
             callbacks.append(FreezeBatchNorm())
         self.restart = RestartBatchNormStats() if pretrained else None
@@ -147,6 +159,9 @@ class Trainer:
             scheds = schedule(self.settings, phase.epochs, lrs, phase.pct_start, phase.div)
             with self.learn.no_logging():
                 self.learn.fit(phase.epochs, lr=lrs, wd=self.settings.wd, cbs=ParamScheduler(scheds))
+            if self.early is not None and self.early.stopped:
+                break
+        self.model.load_state_dict(self.checkpoints.states[self.settings.keep])
         self.model.eval()
         return self.history
 
@@ -174,7 +189,9 @@ class Trainer:
         try:
             self._enter(self.phases[0])
             n_epoch = num_it // max(len(self.train), 1) + 1
-            quiet = [cb for cb in (self.log, self.progress, self.restart) if cb is not None]
+            quiet = [
+                cb for cb in (self.log, self.progress, self.restart, self.checkpoints, self.early) if cb is not None
+            ]
             with self.learn.removed_cbs(quiet), self.learn.no_logging():
                 self.learn.fit(n_epoch, cbs=LRSweep(start_lr, end_lr, num_it))
             recorder = self.learn.recorder

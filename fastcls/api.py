@@ -22,7 +22,7 @@ from typing import Any
 from fastcls.config import Config, load_config
 from fastcls.data.images import IMAGE_SUFFIXES, Preprocessing
 from fastcls.data.sources import ImageSource, Sample, resolve_source
-from fastcls.errors import DataError, RunError
+from fastcls.errors import DataError, RunError, TrainingDiverged
 from fastcls.reporting import Reporter, as_reporter
 from fastcls.runs import StagedRun, atomic_write_text, default_run_name, read_metrics, require_run
 
@@ -162,6 +162,7 @@ class ImageClassifier:
         self.family = ""
         self.lr_found: Any = None  # the LRFindResult when lr_find=True picked the LR
         self.checkpoint_epochs: dict[str, int] = {}  # checkpoint name -> epoch it holds
+        self.diverged: str | None = None  # where the loss became NaN/inf, when it did
         self._source: ImageSource | None = None
 
     @classmethod
@@ -276,6 +277,7 @@ class ImageClassifier:
         self.metrics.update({k: v for k, v in self.history[kept - 1].items() if k not in ("epoch", "phase")})
         self.metrics.update(kept_epoch=kept, stopped_early=bool(trainer.early and trainer.early.stopped))
         self.checkpoint_epochs = dict(trainer.checkpoints.epochs)
+        self.diverged = trainer.nan_guard.message
         return self
 
     def lr_find(
@@ -440,6 +442,7 @@ class ImageClassifier:
             "weights": self.config.model.weights,
             "strategy": self.config.train.strategy,
             "checkpoints": self.checkpoint_epochs,
+            "diverged": self.diverged,
             "lr_find": (
                 {"suggest": self.lr_found.suggest, "suggestions": self.lr_found.suggestions}
                 if self.lr_found is not None
@@ -535,4 +538,9 @@ def train_run(config: Config, reporter: Reporter | str | None = None) -> tuple[I
             clf.metrics.update(test_accuracy=result.accuracy, test_top5=result.top5, test_loss=result.loss)
         clf.write_files(staged.staging, staged.final)
         path = staged.commit()
+    if clf.diverged:
+        raise TrainingDiverged(
+            f"{clf.diverged}; training stopped and {path} holds the last good epoch "
+            f"({clf.metrics['kept_epoch']}). Lower --lr (try `--lr auto`) or add --clip-grad 1."
+        )
     return clf, path

@@ -15,6 +15,7 @@ __all__ = [
     "DataError",
     "FastclsError",
     "RunError",
+    "TrainingDiverged",
     "did_you_mean",
 ]
 
@@ -33,6 +34,10 @@ class DataError(FastclsError):
 
 class ArchError(FastclsError):
     """The architecture name is unknown or cannot be built."""
+
+
+class TrainingDiverged(FastclsError):
+    """The loss became NaN or infinite; training stopped at the last good epoch."""
 
 
 class RunError(FastclsError):

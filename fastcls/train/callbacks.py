@@ -25,6 +25,7 @@ __all__ = [
     "EpochLog",
     "FreezeBatchNorm",
     "LRSweep",
+    "NanGuard",
     "ProgressBars",
     "RestartBatchNormStats",
 ]
@@ -264,4 +265,19 @@ class EarlyStop(Callback):
 
     def after_epoch(self) -> None:
         if self.update(self.history[-1][self.monitor]):
+            raise CancelFitException()
+
+
+class NanGuard(Callback):
+    """Stops at the first training batch whose loss is NaN or infinite and says where."""
+
+    order = 5
+
+    def __init__(self) -> None:
+        self.message: str | None = None
+
+    def after_loss(self) -> None:
+        if self.training and not bool(torch.isfinite(self.learn.loss_grad.detach()).all()):
+            where = f"epoch {self.epoch + 1}, batch {self.iter + 1}"
+            self.message = f"the training loss became {float(self.learn.loss_grad)} at {where}"
             raise CancelFitException()

@@ -19,6 +19,7 @@ from torch import nn
 
 from fastcls.config import TrainConfig
 from fastcls.data.loaders import Batches
+from fastcls.errors import TrainingDiverged
 from fastcls.models.groups import layer_groups, param_groups
 from fastcls.reporting import Reporter
 from fastcls.train.optim import opt_func, schedule
@@ -101,6 +102,7 @@ class Trainer:
             EarlyStop,
             EpochLog,
             FreezeBatchNorm,
+            NanGuard,
             ProgressBars,
             RestartBatchNormStats,
         )
@@ -114,7 +116,8 @@ class Trainer:
         folder = metrics_path.parent / "checkpoints" if metrics_path is not None else None
         self.checkpoints = Checkpoints(self.history, folder)
         self.early = EarlyStop(settings.monitor, settings.early_stop, self.history) if settings.early_stop else None
-        callbacks: list[Any] = [self.log, self.checkpoints, *_regularisers(settings)]
+        self.nan_guard = NanGuard()
+        callbacks: list[Any] = [self.log, self.checkpoints, self.nan_guard, *_regularisers(settings)]
         if self.early is not None:
             callbacks.append(self.early)
         if settings.freeze_bn:
@@ -159,8 +162,15 @@ class Trainer:
             scheds = schedule(self.settings, phase.epochs, lrs, phase.pct_start, phase.div)
             with self.learn.no_logging():
                 self.learn.fit(phase.epochs, lr=lrs, wd=self.settings.wd, cbs=ParamScheduler(scheds))
-            if self.early is not None and self.early.stopped:
+            if self.nan_guard.message or (self.early is not None and self.early.stopped):
                 break
+        if self.nan_guard.message:
+            if "last" not in self.checkpoints.states:
+                raise TrainingDiverged(
+                    f"{self.nan_guard.message}, before any epoch finished; nothing was saved. "
+                    "Lower --lr (try `--lr auto`) or add --clip-grad 1."
+                )
+            self.settings.keep = "last"  # the last finished epoch is the last good one
         self.model.load_state_dict(self.checkpoints.states[self.settings.keep])
         self.model.eval()
         return self.history

@@ -184,8 +184,11 @@ class ImageClassifier:
         Settings left open are resolved here and written back into `config`: the arch's full
         name, the input size, the LR and the strategy, so config.toml repeats the run exactly.
         """
+        import torch
+
         from fastcls.data.augment import get_augment
         from fastcls.data.loaders import Batches, channel_stats, decode_split
+        from fastcls.device import pick_device
         from fastcls.models.registry import build_model, default_preprocessing, resolve_arch
         from fastcls.models.scratch import check_cnn_config
         from fastcls.models.weights import load_pretrained
@@ -232,10 +235,22 @@ class ImageClassifier:
             f"{spec.name} ({weights_note}): {len(source.classes)} classes, {n_train} train / {n_valid} "
             f"valid images at {prep.size}px, strategy {settings.strategy}"
         )
+        device = pick_device()
+        model = model.to(device)
+        fmt = {"device": device, "channels_last": settings.channels_last}
+        if settings.channels_last:
+            model = model.to(memory_format=torch.channels_last)
         train = Batches(
-            decoded["train"], prep, config.data.bs, shuffle=True, drop_last=True, seed=settings.seed, augment=augment
+            decoded["train"],
+            prep,
+            config.data.bs,
+            shuffle=True,
+            drop_last=True,
+            seed=settings.seed,
+            augment=augment,
+            **fmt,
         )
-        valid = Batches(decoded["valid"], prep, max(config.data.bs, 256))
+        valid = Batches(decoded["valid"], prep, max(config.data.bs, 256), **fmt)
         metrics_path = Path(log_dir) / "metrics.csv" if log_dir is not None else None
         trainer = Trainer(model, train, valid, settings, report, metrics_path, pretrained=config.model.pretrained)
         config.model.arch, config.data.size = spec.name, prep.size
@@ -316,7 +331,9 @@ class ImageClassifier:
         split = DecodedSplit(images, torch.zeros(len(images), dtype=torch.long), [], [])
         self.model.eval()
         with torch.inference_mode():
-            outputs = [self.model(x).float().softmax(-1) for x, _ in Batches(split, self.preprocessing, 256)]
+            device = next(self.model.parameters()).device
+            batches = Batches(split, self.preprocessing, 256, device=device)
+            outputs = [self.model(x).float().softmax(-1).cpu() for x, _ in batches]
         return torch.cat(outputs) if outputs else torch.zeros(0, len(self.classes))
 
     def _split_samples(self, data: str | Path | None, split: str | None) -> tuple[str, str, list[Sample]]:
@@ -513,7 +530,9 @@ def load(path: str | Path) -> ImageClassifier:
     except (SafetensorError, OSError, RuntimeError) as exc:
         raise RunError(f"{folder}/model.safetensors cannot be loaded: {str(exc).splitlines()[0]}") from None
     clf = ImageClassifier.from_config(config)
-    clf.model, clf.classes, clf.preprocessing, clf.family = model.eval(), classes, prep, family
+    from fastcls.device import pick_device
+
+    clf.model, clf.classes, clf.preprocessing, clf.family = model.to(pick_device()).eval(), classes, prep, family
     clf.history = read_metrics(folder / "metrics.csv")
     clf.metrics = card.get("metrics", {})
     return clf

@@ -35,6 +35,7 @@ BAD_IMAGE_POLICIES = ("skip", "error")
 COMMANDS = ("train", "finetune")
 KEEP_CHOICES = ("last", "best-accuracy", "best-valid_loss")
 MONITORS = ("valid_loss", "accuracy")
+PRECISIONS = ("fp32", "bf16", "fp16")
 LR_SUGGESTIONS = ("valley", "steep", "minimum", "slide")
 
 
@@ -156,6 +157,8 @@ class TrainConfig:
     keep: str = "last"  # which checkpoint becomes model.safetensors
     early_stop: int | None = None  # patience in epochs on `monitor`
     monitor: str = "valid_loss"
+    precision: str = "fp32"  # bf16 autocasts on CPU or GPU; fp16 (with a grad scaler) needs a GPU
+    channels_last: bool = False
 
     def validate(self) -> None:
         _check_range("epochs", self.epochs, 1, 100000)
@@ -178,6 +181,7 @@ class TrainConfig:
             raise ConfigError("mixup and cutmix are exclusive: set one of them to 0.")
         _check_choice("keep", self.keep, KEEP_CHOICES)
         _check_choice("monitor", self.monitor, MONITORS)
+        _check_choice("precision", self.precision, PRECISIONS)
         if self.early_stop is not None:
             _check_range("early_stop", self.early_stop, 1, 100000)
         if self.clip_grad is not None:

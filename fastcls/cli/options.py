@@ -24,6 +24,7 @@ __all__ = [
     "Blocks",
     "Bn",
     "Bs",
+    "ChannelsLast",
     "ClipGrad",
     "ConfigFile",
     "Cutmix",
@@ -53,6 +54,7 @@ __all__ = [
     "Opt",
     "Organisation",
     "Out",
+    "Precision",
     "Quiet",
     "RunsDir",
     "Sched",
@@ -110,6 +112,13 @@ Keep = Annotated[
 ]
 EarlyStop = Annotated[Optional[int], typer.Option(help="Stop after P epochs without improvement (default off).")]
 Monitor = Annotated[Optional[str], typer.Option(help="What --early-stop watches: valid_loss (default) or accuracy.")]
+Precision = Annotated[
+    Optional[str], typer.Option(help="fp32 (default), bf16 (autocast, CPU or GPU) or fp16 (GPU, with a grad scaler).")
+]
+ChannelsLast = Annotated[
+    Optional[bool],
+    typer.Option("--channels-last/--no-channels-last", help="Channels-last memory format (default off)."),
+]
 Bs = Annotated[Optional[int], typer.Option(help="Batch size (default 64).")]
 Size = Annotated[
     Optional[int],

@@ -17,6 +17,7 @@ from fastcls.cli.options import (
     Blocks,
     Bn,
     Bs,
+    ChannelsLast,
     ClipGrad,
     ConfigFile,
     Cutmix,
@@ -46,6 +47,7 @@ from fastcls.cli.options import (
     Opt,
     Organisation,
     Out,
+    Precision,
     Quiet,
     RunsDir,
     Sched,
@@ -65,7 +67,8 @@ __all__ = ["register"]
 COMMON = (
     "data", "arch", "epochs", "lr", "lr_suggest", "bs", "size", "seed", "wd", "valid_pct", "fraction",
     "on_bad_image", "aug", "opt", "sched", "momentum", "eps", "step_size", "gamma", "label_smoothing",
-    "mixup", "cutmix", "clip_grad", "keep", "early_stop", "monitor", *CNN_FLAGS,
+    "mixup", "cutmix", "clip_grad", "keep", "early_stop", "monitor",
+    "precision", "channels_last", *CNN_FLAGS,
 )  # fmt: skip
 RUN_FLAGS = ("name", "out", "runs_dir", "exist_ok")
 FINETUNE = ("weights", "strategy", "freeze_epochs", "lr_mult", "unfreeze_every", "freeze_bn")
@@ -129,6 +132,8 @@ def train(
     keep: Keep = None,
     early_stop: EarlyStop = None,
     monitor: Monitor = None,
+    precision: Precision = None,
+    channels_last: ChannelsLast = None,
     blocks: Blocks = None,
     filters: Filters = None,
     organisation: Organisation = None,
@@ -183,6 +188,8 @@ def finetune(
     keep: Keep = None,
     early_stop: EarlyStop = None,
     monitor: Monitor = None,
+    precision: Precision = None,
+    channels_last: ChannelsLast = None,
     blocks: Blocks = None,
     filters: Filters = None,
     organisation: Organisation = None,

@@ -139,7 +139,9 @@ class Batches:
         seed: int = 0,
         device: torch.device | str = "cpu",
         augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+        channels_last: bool = False,
     ) -> None:
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.split, self.prep, self.bs, self.augment = split, prep, bs, augment
         self.shuffle = shuffle
         self.drop_last = drop_last and len(split.labels) > bs
@@ -175,4 +177,4 @@ class Batches:
             images = self.normalise(images)
             if self.augment is not None:
                 images = self.augment(images, self.generator)
-            yield images, labels.to(self.device, non_blocking=True)
+            yield images.contiguous(memory_format=self.memory_format), labels.to(self.device, non_blocking=True)

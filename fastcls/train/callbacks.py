@@ -20,6 +20,7 @@ from fastcls.reporting import Reporter
 from fastcls.runs import write_metrics
 
 __all__ = [
+    "Autocast",
     "Checkpoints",
     "EarlyStop",
     "EpochLog",
@@ -281,3 +282,26 @@ class NanGuard(Callback):
             where = f"epoch {self.epoch + 1}, batch {self.iter + 1}"
             self.message = f"the training loss became {float(self.learn.loss_grad)} at {where}"
             raise CancelFitException()
+
+
+class Autocast(Callback):
+    """bfloat16 autocast for forward and loss on any device (fastai's MixedPrecision is CUDA-only);
+    no gradient scaler is needed, bf16 has fp32's range. Predictions return to fp32."""
+
+    order = 10
+
+    def __init__(self, device_type: str, dtype: torch.dtype = torch.bfloat16) -> None:
+        self.device_type, self.dtype = device_type, dtype
+
+    def before_batch(self) -> None:
+        self._context = torch.autocast(self.device_type, dtype=self.dtype)
+        self._context.__enter__()
+
+    def after_pred(self) -> None:
+        self.learn.pred = self.pred.float()
+
+    def after_loss(self) -> None:
+        self._context.__exit__(None, None, None)
+
+    def after_cancel_batch(self) -> None:
+        self.after_loss()

@@ -65,6 +65,22 @@ class CrossEntropy(nn.CrossEntropyLoss):
     y_int = True
 
 
+def _precision(settings: TrainConfig, device: torch.device) -> list[Any]:
+    """fp16: fastai's MixedPrecision with a grad scaler, GPU only; bf16: autocast on any device."""
+    from fastcls.errors import ConfigError
+    from fastcls.train.callbacks import Autocast
+
+    if settings.precision == "fp16":
+        if device.type != "cuda":
+            raise ConfigError("--precision fp16 needs a CUDA GPU; on the CPU use --precision bf16 or fp32.")
+        from fastai.callback.fp16 import MixedPrecision
+
+        return [MixedPrecision("fp16")]
+    if settings.precision == "bf16":
+        return [Autocast(device.type)]
+    return []
+
+
 def _regularisers(settings: TrainConfig) -> list[Any]:
     """fastai's own MixUp, CutMix and GradientClip callbacks, as the settings ask."""
     from fastai.callback.mixup import CutMix, MixUp
@@ -117,7 +133,14 @@ class Trainer:
         self.checkpoints = Checkpoints(self.history, folder)
         self.early = EarlyStop(settings.monitor, settings.early_stop, self.history) if settings.early_stop else None
         self.nan_guard = NanGuard()
-        callbacks: list[Any] = [self.log, self.checkpoints, self.nan_guard, *_regularisers(settings)]
+        device = next(model.parameters()).device
+        callbacks: list[Any] = [
+            self.log,
+            self.checkpoints,
+            self.nan_guard,
+            *_regularisers(settings),
+            *_precision(settings, device),
+        ]
         if self.early is not None:
             callbacks.append(self.early)
         if settings.freeze_bn:

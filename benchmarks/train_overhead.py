@@ -23,7 +23,7 @@ from fastcls.data.loaders import Batches, DecodedSplit, channel_stats, decode_sp
 from fastcls.data.sources import resolve_source
 from fastcls.models.scratch import ConfigurableCNN
 from fastcls.reporting import Reporter
-from fastcls.train.learner import fit_one_cycle
+from fastcls.train.learner import Trainer
 
 
 def hand_loop(model, split, prep, bs, epochs, lr, wd):
@@ -77,8 +77,8 @@ def main() -> None:
         else:
             batches = Batches(train, prep, args.bs, shuffle=True, drop_last=True)
             valid = Batches(empty, prep, 256)
-            settings = TrainConfig(epochs=args.epochs, lr=3e-3, wd=0.01)
-            history = fit_one_cycle(model, batches, valid, settings, Reporter("quiet"))
+            settings = TrainConfig(epochs=args.epochs, lr=3e-3, wd=0.01, strategy="full")
+            history = Trainer(model, batches, valid, settings, Reporter("quiet")).fit()
             times = [row["seconds"] for row in history]
         results.setdefault(name, []).extend(times[1:])  # first epoch is warm-up
     hand = n_train / statistics.median(results["hand"])

@@ -40,7 +40,8 @@ def _import_fastai():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit deprecation noise inside fastai
         from fastai.data.core import DataLoaders
         from fastai.learner import Learner
-    return Learner, DataLoaders
+        from fastai.torch_core import trainable_params
+    return Learner, DataLoaders, trainable_params
 
 
 @dataclass
@@ -123,10 +124,15 @@ class Trainer:
             RestartBatchNormStats,
         )
 
-        Learner, DataLoaders = _import_fastai()
+        Learner, DataLoaders, trainable_params = _import_fastai()
         self.model, self.train, self.settings = model, train, settings
         self.groups = [g.name for g in layer_groups(model)]
         self.phases = plan(settings, len(self.groups))
+        if not any(p.frozen or p.spread for p in self.phases):
+            # One LR for everything: a single optimiser group keeps the per-batch cost of a hand loop
+            # (fastai sets and reads every group's hyper-parameters on every batch).
+            self.groups = ["all"]
+            self.phases = plan(settings, 1)
         self.history: list[dict[str, Any]] = []
         self.log = EpochLog(self.history, metrics_path, group_names=self.groups)
         folder = metrics_path.parent / "checkpoints" if metrics_path is not None else None
@@ -158,7 +164,7 @@ class Trainer:
             model,
             loss_func=CrossEntropy(label_smoothing=settings.label_smoothing),
             opt_func=opt_func(settings),
-            splitter=param_groups,
+            splitter=param_groups if len(self.groups) > 1 else trainable_params,
             train_bn=not settings.freeze_bn,
             cbs=callbacks,
         )

@@ -1,0 +1,17 @@
+"""Benchmarks are not tests, but they must keep running: a tiny run of each that prints JSON."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_train_overhead_benchmark_runs_and_reports_a_ratio():
+    args = [sys.executable, str(ROOT / "benchmarks/train_overhead.py"), "--size", "8", "--epochs", "2", "--rounds", "1"]
+    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+    result = json.loads(out)
+    assert result["ratio_fastcls_over_hand"] > 0 and result["epochs_timed"] == 1

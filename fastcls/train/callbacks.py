@@ -47,10 +47,8 @@ class EpochLog(Callback):
         history: list[dict[str, Any]],
         path: Path | None = None,
         top_k: int = 5,
-        group_names: list[str] | None = None,
     ) -> None:
         self.history, self.path, self.top_k = history, path, top_k
-        self.group_names = group_names or []
         self.phase = "full"
 
     def before_epoch(self) -> None:

@@ -134,7 +134,7 @@ class Trainer:
             self.groups = ["all"]
             self.phases = plan(settings, 1)
         self.history: list[dict[str, Any]] = []
-        self.log = EpochLog(self.history, metrics_path, group_names=self.groups)
+        self.log = EpochLog(self.history, metrics_path)
         folder = metrics_path.parent / "checkpoints" if metrics_path is not None else None
         self.checkpoints = Checkpoints(self.history, folder)
         self.early = EarlyStop(settings.monitor, settings.early_stop, self.history) if settings.early_stop else None

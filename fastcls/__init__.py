@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Config",
+    "Ensemble",
     "Evaluation",
     "FastclsError",
     "ImageClassifier",
@@ -21,6 +22,7 @@ __all__ = [
     "load",
     "load_config",
     "resolve_source",
+    "resume_run",
     "train_run",
 ]
 
@@ -28,18 +30,21 @@ _LAZY = {
     "Config": "fastcls.config",
     "load_config": "fastcls.config",
     "FastclsError": "fastcls.errors",
+    "Ensemble": "fastcls.ensemble",
     "Evaluation": "fastcls.api",
     "ImageClassifier": "fastcls.api",
     "Prediction": "fastcls.api",
     "load": "fastcls.api",
     "train_run": "fastcls.api",
+    "resume_run": "fastcls.api",
     "resolve_source": "fastcls.data.sources",
 }
 
 if TYPE_CHECKING:
-    from fastcls.api import Evaluation, ImageClassifier, Prediction, load, train_run
+    from fastcls.api import Evaluation, ImageClassifier, Prediction, load, resume_run, train_run
     from fastcls.config import Config, load_config
     from fastcls.data.sources import resolve_source
+    from fastcls.ensemble import Ensemble
     from fastcls.errors import FastclsError
 
 

@@ -17,7 +17,7 @@ import statistics
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastcls.config import Config, load_config
 from fastcls.data.images import IMAGE_SUFFIXES, Preprocessing
@@ -26,7 +26,10 @@ from fastcls.errors import DataError, RunError, TrainingDiverged
 from fastcls.reporting import Reporter, as_reporter
 from fastcls.runs import StagedRun, atomic_write_text, default_run_name, read_metrics, require_run
 
-__all__ = ["Evaluation", "ImageClassifier", "Prediction", "load", "train_run"]
+if TYPE_CHECKING:
+    from fastcls.train.learner import Resume
+
+__all__ = ["Evaluation", "ImageClassifier", "Prediction", "load", "resume_run", "train_run"]
 
 MODEL_FORMAT = "fastcls.model/1"
 
@@ -89,6 +92,17 @@ def _run_card(weights: str | None) -> dict[str, Any] | None:
     if not (folder / "model.json").is_file():
         return None
     return json.loads((folder / "model.json").read_text(encoding="utf-8"))
+
+
+def _read_card(folder: Path) -> dict[str, Any]:
+    """A run's model.json; damaged or foreign content is a RunError."""
+    try:
+        card = json.loads((folder / "model.json").read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RunError(f"{folder}/model.json is damaged or from another tool ({exc}).") from None
+    if not isinstance(card, dict):
+        raise RunError(f"{folder}/model.json is damaged or from another tool (not a JSON object).")
+    return card
 
 
 def _model_from_card(model: Any, card: dict[str, Any], arch: str) -> Any:
@@ -163,6 +177,8 @@ class ImageClassifier:
         self.lr_found: Any = None  # the LRFindResult when lr_find=True picked the LR
         self.checkpoint_epochs: dict[str, int] = {}  # checkpoint name -> epoch it holds
         self.diverged: str | None = None  # where the loss became NaN/inf, when it did
+        self.stopped: str | None = None  # "stop-after", "SIGINT" or "SIGTERM" when training stopped before its plan
+        self.planned_epochs = 0
         self._source: ImageSource | None = None
 
     @classmethod
@@ -178,7 +194,14 @@ class ImageClassifier:
             overrides.setdefault("data", {})["source"] = str(data)
         return self.config.merged(overrides)
 
-    def _prepare(self, config: Config, report: Reporter, log_dir: str | Path | None):
+    def _prepare(
+        self,
+        config: Config,
+        report: Reporter,
+        log_dir: str | Path | None,
+        stop_after: int | None = None,
+        resume: Resume | None = None,
+    ):
         """Resolve arch and data, decode, build (and for fine-tuning, load) the model: a Trainer.
 
         Settings left open are resolved here and written back into `config`: the arch's full
@@ -194,6 +217,7 @@ class ImageClassifier:
         from fastcls.models.weights import load_pretrained
         from fastcls.train.learner import Trainer, seed_everything
         from fastcls.train.optim import check_optim
+        from fastcls.train.speed import auto_batch_size, compile_model
         from fastcls.train.strategies import parse_strategy
 
         settings = config.train
@@ -211,8 +235,9 @@ class ImageClassifier:
             check_cnn_config(config.model.cnn)
         source = resolve_source(config.data.source, config.data.valid_pct, settings.seed)
         source = source.with_fraction(config.data.fraction, settings.seed)
-        if card is not None and config.data.size is None:
+        if card is not None:  # the weights' own normalisation; the size may change
             prep = Preprocessing.from_dict(card["preprocessing"])
+            prep = replace(prep, size=config.data.size or prep.size)
         else:
             prep = default_preprocessing(spec, config.data.size, _median_side(source.split("train")))
         decoded = {
@@ -225,9 +250,11 @@ class ImageClassifier:
             mean, std = channel_stats(decoded["train"].images)
             prep = replace(prep, mean=mean, std=std)
         seed_everything(settings.seed)
-        model = build_model(spec, len(source.classes), prep.size, config.model.cnn)
+        model = build_model(spec, len(source.classes), prep.size, config.model.cnn, config.model.head_dropout)
         weights_note = "random init"
-        if config.model.pretrained:
+        if resume is not None:
+            weights_note = f"resuming after epoch {resume.state['epoch']}"
+        elif config.model.pretrained:
             loaded = load_pretrained(model, spec.name, spec.family, config.model.weights)
             weights_note = f"weights from {loaded.source}"
         n_train, n_valid = len(decoded["train"].labels), len(decoded["valid"].labels)
@@ -240,6 +267,11 @@ class ImageClassifier:
         fmt = {"device": device, "channels_last": settings.channels_last}
         if settings.channels_last:
             model = model.to(memory_format=torch.channels_last)
+        if config.data.bs == "auto":
+            config.data.bs = auto_batch_size(model, prep.size, device, n_train, settings.channels_last)
+            report.info(f"--bs auto: batch size {config.data.bs} on {device.type}")
+        if settings.compile:
+            compile_model(model)
         train = Batches(
             decoded["train"],
             prep,
@@ -248,11 +280,24 @@ class ImageClassifier:
             drop_last=True,
             seed=settings.seed,
             augment=augment,
+            workers=config.data.workers,
             **fmt,
         )
         valid = Batches(decoded["valid"], prep, max(config.data.bs, 256), **fmt)
         metrics_path = Path(log_dir) / "metrics.csv" if log_dir is not None else None
-        trainer = Trainer(model, train, valid, settings, report, metrics_path, pretrained=config.model.pretrained)
+        trainer = Trainer(
+            model,
+            train,
+            valid,
+            settings,
+            report,
+            metrics_path,
+            pretrained=config.model.pretrained,
+            stop_after=stop_after,
+            run_config=config.to_dict(),
+        )
+        if resume is not None:
+            trainer.restore(resume)
         config.model.arch, config.data.size = spec.name, prep.size
         self.config, self.model, self.classes, self.preprocessing = config, model, source.classes, prep
         self.family, self._source = spec.family, source
@@ -266,17 +311,21 @@ class ImageClassifier:
         reporter: Reporter | str | None = None,
         quiet: bool = False,
         log_dir: str | Path | None = None,
+        stop_after: int | None = None,
+        resume: Resume | None = None,
         **options: Any,
     ) -> ImageClassifier:
         """Train on DATA (a folder, CSV or builtin:NAME) with one-cycle AdamW and the strategy.
 
         From scratch by default; with `pretrained=True` the weights are loaded (offline sources
         first) and the default strategy is freeze-unfreeze. `lr_find=True` picks the LR first and
-        draws `plots/lr_find.png` into `log_dir`. `log_dir` also receives metrics.csv per epoch.
+        draws `plots/lr_find.png` into `log_dir`. `log_dir` also receives metrics.csv per epoch,
+        the checkpoints and the resume state. `stop_after=N` ends after epoch N of the plan (so does
+        Ctrl-C, after the current batch); `self.stopped` then says why. `resume_run` continues it.
         """
         config = self._resolve(data, options)
         report = as_reporter(reporter, quiet)
-        trainer = self._prepare(config, report, log_dir)
+        trainer = self._prepare(config, report, log_dir, stop_after, resume)
         if config.train.lr_find:
             found = trainer.lr_find(config.train.lr_suggest)
             trainer.set_lr(found.lr)
@@ -293,6 +342,7 @@ class ImageClassifier:
         self.metrics.update(kept_epoch=kept, stopped_early=bool(trainer.early and trainer.early.stopped))
         self.checkpoint_epochs = dict(trainer.checkpoints.epochs)
         self.diverged = trainer.nan_guard.message
+        self.stopped, self.planned_epochs = trainer.stop.reason, trainer.planned_epochs
         return self
 
     def lr_find(
@@ -454,6 +504,8 @@ class ImageClassifier:
             "preprocessing": self.preprocessing.to_dict(),
             "data": self.config.data.source,
             "epochs": len(self.history),
+            "planned_epochs": self.planned_epochs,
+            "stopped": self.stopped,
             "metrics": self.metrics,
             "pretrained": self.config.model.pretrained,
             "weights": self.config.model.weights,
@@ -513,8 +565,8 @@ def load(path: str | Path) -> ImageClassifier:
     from fastcls.models.registry import ArchSpec, build_model
 
     folder = require_run(path)
+    card = _read_card(folder)
     try:
-        card = json.loads((folder / "model.json").read_text(encoding="utf-8"))
         arch, family, classes = card["arch"], card["family"], list(card["classes"])
         prep = Preprocessing.from_dict(card["preprocessing"])
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
@@ -523,7 +575,9 @@ def load(path: str | Path) -> ImageClassifier:
     config = config.merged({"model": {"arch": arch}})
     if family == "cnn" and card.get("model_settings"):
         config = config.merged({"model": {"cnn": card["model_settings"]}})
-    model = build_model(ArchSpec(arch, arch, family), len(classes), prep.size, config.model.cnn)
+    model = build_model(
+        ArchSpec(arch, arch, family), len(classes), prep.size, config.model.cnn, config.model.head_dropout
+    )
     try:
         state = load_file(str(folder / "model.safetensors"))
         model.load_state_dict(state, strict=True)
@@ -535,31 +589,93 @@ def load(path: str | Path) -> ImageClassifier:
     clf.model, clf.classes, clf.preprocessing, clf.family = model.to(pick_device()).eval(), classes, prep, family
     clf.history = read_metrics(folder / "metrics.csv")
     clf.metrics = card.get("metrics", {})
+    clf.stopped, clf.planned_epochs = card.get("stopped"), card.get("planned_epochs", len(clf.history))
     return clf
 
 
-def train_run(config: Config, reporter: Reporter | str | None = None) -> tuple[ImageClassifier, Path]:
+def train_run(
+    config: Config, reporter: Reporter | str | None = None, stop_after: int | None = None
+) -> tuple[ImageClassifier, Path]:
     """Train as `config` says and write the run folder: what `fastcls train` does.
 
     The folder is `run.out`, else `run.root/run.name` (default name `<arch>-<date>-<time>`).
-    Test accuracy is added to the metrics when the data has a test split.
+    Test accuracy is added to the metrics when the data has a test split. With `stop_after=N`
+    (or Ctrl-C / SIGTERM, after the current batch) the run is saved after its last finished
+    epoch and `resume_run` continues it exactly; an interrupt then raises `Interrupted`.
     """
-    report = as_reporter(reporter)
     final = (
         Path(config.run.out)
         if config.run.out
         else Path(config.run.root) / (config.run.name or default_run_name(config.model.arch))
     )
+    return _train_into(final, config, as_reporter(reporter), stop_after, None)
+
+
+def resume_run(
+    path: str | Path, reporter: Reporter | str | None = None, stop_after: int | None = None
+) -> tuple[ImageClassifier, Path]:
+    """Continue a run stopped by `stop_after` or Ctrl-C from its last finished epoch, exactly.
+
+    Model, optimiser, schedule position, RNG states, grad scaler and strategy phase (frozen
+    groups, per-group LRs) come back as they were, so the result equals an uninterrupted run.
+
+    >>> clf, path = resume_run("runs/digits-1")  # doctest: +SKIP
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from fastcls.train.learner import Resume
+    from fastcls.train.resume import RESUME_FILE, read_state
+
+    folder = require_run(path)
+    card = _read_card(folder)
+    if not card.get("stopped"):
+        raise RunError(
+            f"{folder} finished its {card.get('epochs', '?')} epochs, so there is nothing to resume; to train "
+            f"further, fine-tune from it: fastcls finetune DATA --arch {card.get('arch', 'ARCH')} --weights {folder}"
+        )
+    state = read_state(folder / "checkpoints" / RESUME_FILE)
+    epochs = {str(k): int(v) for k, v in (card.get("checkpoints") or {}).items()}
+    states = {}
+    for name in epochs:
+        try:
+            states[name] = load_file(str(folder / "checkpoints" / f"{name}.safetensors"))
+        except (SafetensorError, OSError) as exc:
+            raise RunError(
+                f"{folder}/checkpoints/{name}.safetensors is missing or damaged ({str(exc).splitlines()[0]}); "
+                "this run cannot be resumed."
+            ) from None
+    config = load_config(folder / "config.toml").merged({"run": {"out": str(folder), "exist_ok": True}})
+    resume = Resume(state, read_metrics(folder / "metrics.csv"), states, epochs)
+    return _train_into(folder, config, as_reporter(reporter), stop_after, resume)
+
+
+def _train_into(
+    final: Path, config: Config, report: Reporter, stop_after: int | None, resume: Resume | None
+) -> tuple[ImageClassifier, Path]:
     with StagedRun(final, config.run.exist_ok) as staged:
-        clf = ImageClassifier.from_config(config).fit(reporter=report, log_dir=staged.staging)
+        clf = ImageClassifier.from_config(config).fit(
+            reporter=report, log_dir=staged.staging, stop_after=stop_after, resume=resume
+        )
         if clf._source is not None and "test" in clf._source.splits:
             result = clf.evaluate(split="test")
             clf.metrics.update(test_accuracy=result.accuracy, test_top5=result.top5, test_loss=result.loss)
         clf.write_files(staged.staging, staged.final)
         path = staged.commit()
+    if not clf.stopped:
+        from fastcls.train.resume import RESUME_FILE
+
+        (path / "checkpoints" / RESUME_FILE).unlink(missing_ok=True)  # a resumed run that finished
     if clf.diverged:
         raise TrainingDiverged(
             f"{clf.diverged}; training stopped and {path} holds the last good epoch "
             f"({clf.metrics['kept_epoch']}). Lower --lr (try `--lr auto`) or add --clip-grad 1."
+        )
+    if clf.stopped in ("SIGINT", "SIGTERM"):
+        from fastcls.errors import Interrupted
+
+        raise Interrupted(
+            f"{clf.stopped} after epoch {len(clf.history)} of {clf.planned_epochs}; {path} holds it. "
+            f"Continue exactly where it stopped with: fastcls train --resume {path}"
         )
     return clf, path

@@ -36,6 +36,7 @@ COMMANDS = ("train", "finetune")
 KEEP_CHOICES = ("last", "best-accuracy", "best-valid_loss")
 MONITORS = ("valid_loss", "accuracy")
 PRECISIONS = ("fp32", "bf16", "fp16")
+LOGGERS = ("csv", "tensorboard", "wandb")  # fastcls.train.tracking.TRACKERS, checked here without importing fastai
 LR_SUGGESTIONS = ("valley", "steep", "minimum", "slide")
 
 
@@ -50,6 +51,14 @@ def parse_fraction(value: str | float) -> float:
     if not 0 < number <= 1:
         raise ConfigError(f"fraction {value!r} must be in (0, 1], e.g. 1/16 or 0.5.")
     return number
+
+
+def parse_log_names(value: str) -> list[str]:
+    """`csv`, `tensorboard`, `csv,wandb`, ... -> the tracker names; unknown names are a ConfigError."""
+    names = [part.strip() for part in str(value).split(",") if part.strip()] or ["csv"]
+    for name in names:
+        _check_choice("log", name, LOGGERS)
+    return names
 
 
 def _check_range(name: str, value: float, low: float, high: float | None = None) -> None:
@@ -72,8 +81,9 @@ class DataConfig:
     fraction: float = 1.0
     on_bad_image: str = "skip"
     size: int | None = None  # None: the architecture's input size, else the images' median side
-    bs: int = 64
+    bs: int | str = 64  # or "auto": the largest batch that fits on the GPU; on the CPU the default 64
     aug: str = "none"  # a preset of fastcls.data.augment, applied to training batches only
+    workers: int = 0  # threads preparing training batches ahead (0 measured fastest on 2 cores: benchmarks/workers.py)
 
     def validate(self) -> None:
         _check_range("valid_pct", self.valid_pct, 0.01, 0.9)
@@ -81,7 +91,9 @@ class DataConfig:
         _check_choice("on_bad_image", self.on_bad_image, BAD_IMAGE_POLICIES)
         if self.size is not None:
             _check_range("size", self.size, 4, 4096)
-        _check_range("bs", self.bs, 1, 65536)
+        if self.bs != "auto":
+            _check_range("bs", self.bs, 1, 65536)
+        _check_range("workers", self.workers, 0, 64)
 
 
 @dataclass
@@ -114,6 +126,7 @@ class ModelConfig:
     arch: str = "cnn"
     pretrained: bool = False
     weights: str | None = None  # a .safetensors/.pth file or a run folder; None: packaged, then hub
+    head_dropout: float | None = None  # timm/torchvision: dropout before the classifier (None: the arch's own)
     cnn: CnnConfig = field(default_factory=CnnConfig)
 
     def validate(self) -> None:
@@ -121,6 +134,8 @@ class ModelConfig:
             raise ConfigError("arch is empty: name a model such as 'cnn', 'resnet18' or 'efficientnet_b0'.")
         if self.weights is not None and not self.pretrained:
             raise ConfigError("weights were given but pretrained is off; use `fastcls finetune` (or pretrained=True).")
+        if self.head_dropout is not None:
+            _check_range("head_dropout", self.head_dropout, 0.0, 0.95)
         self.cnn.validate()
 
 
@@ -159,6 +174,8 @@ class TrainConfig:
     monitor: str = "valid_loss"
     precision: str = "fp32"  # bf16 autocasts on CPU or GPU; fp16 (with a grad scaler) needs a GPU
     channels_last: bool = False
+    log: str = "csv"  # comma-separated trackers: csv (metrics.csv, always), tensorboard, wandb
+    compile: bool = False  # torch.compile the model (backend from FASTCLS_COMPILE_BACKEND, default inductor)
 
     def validate(self) -> None:
         _check_range("epochs", self.epochs, 1, 100000)
@@ -182,6 +199,7 @@ class TrainConfig:
         _check_choice("keep", self.keep, KEEP_CHOICES)
         _check_choice("monitor", self.monitor, MONITORS)
         _check_choice("precision", self.precision, PRECISIONS)
+        self.log = ",".join(parse_log_names(self.log))
         if self.early_stop is not None:
             _check_range("early_stop", self.early_stop, 1, 100000)
         if self.clip_grad is not None:
@@ -291,6 +309,8 @@ def _coerce(where: str, value: Any, annotation: Any) -> Any:
     kind = str(annotation)
     if value is None:
         return None
+    if kind == "int | str" and isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
     try:
         if kind.startswith("bool"):
             if isinstance(value, bool):

@@ -14,6 +14,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "FastclsError",
+    "Interrupted",
     "RunError",
     "TrainingDiverged",
     "did_you_mean",
@@ -38,6 +39,12 @@ class ArchError(FastclsError):
 
 class TrainingDiverged(FastclsError):
     """The loss became NaN or infinite; training stopped at the last good epoch."""
+
+
+class Interrupted(FastclsError):
+    """SIGINT or SIGTERM stopped training; the run was saved and can be resumed (exit code 130)."""
+
+    exit_code = 130
 
 
 class RunError(FastclsError):

@@ -81,7 +81,8 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
         return []
     with path.open(newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
-    return [{k: _number(v) for k, v in row.items() if v != ""} for row in rows]
+    text = ("phase", "group_lrs", "note")  # "0.001" is a list of one LR here, not a number
+    return [{k: v if k in text else _number(v) for k, v in row.items() if v != ""} for row in rows]
 
 
 def _number(text: str) -> Any:

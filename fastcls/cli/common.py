@@ -16,7 +16,7 @@ DEBUG = {"on": False}  # set by the root `--debug` option
 
 
 def handled(function: Callable) -> Callable:
-    """Wrap a command: a FastclsError prints one line and exits 1; Ctrl-C exits 130."""
+    """Wrap a command: a FastclsError prints one line and exits 1 (Interrupted: 130); Ctrl-C exits 130."""
 
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -27,8 +27,9 @@ def handled(function: Callable) -> Callable:
         except FastclsError as exc:
             if DEBUG["on"]:
                 raise
-            print(f"error: {exc}", file=sys.stderr)
-            raise typer.Exit(1) from None
+            code = getattr(exc, "exit_code", 1)
+            print(f"{'interrupted' if code == 130 else 'error'}: {exc}", file=sys.stderr)
+            raise typer.Exit(code) from None
         except KeyboardInterrupt:
             print("interrupted: nothing was saved for the unfinished work.", file=sys.stderr)
             raise typer.Exit(130) from None

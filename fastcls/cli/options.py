@@ -26,9 +26,11 @@ __all__ = [
     "Bs",
     "ChannelsLast",
     "ClipGrad",
+    "Compile",
     "ConfigFile",
     "Cutmix",
     "Data",
+    "DataOrResume",
     "Dense",
     "Dropout",
     "EarlyStop",
@@ -43,6 +45,7 @@ __all__ = [
     "Keep",
     "Kernel",
     "LabelSmoothing",
+    "Log",
     "Lr",
     "LrMult",
     "LrSuggest",
@@ -56,16 +59,19 @@ __all__ = [
     "Out",
     "Precision",
     "Quiet",
+    "ResumeRun",
     "RunsDir",
     "Sched",
     "Seed",
     "Size",
     "StepSize",
+    "StopAfter",
     "Strategy",
     "UnfreezeEvery",
     "ValidPct",
     "Wd",
     "Weights",
+    "Workers",
     "pick",
     "split_lr",
 ]
@@ -74,6 +80,14 @@ Data = Annotated[
     str,
     typer.Argument(
         help="A folder (train/ and valid/ splits, or class folders), a CSV of path,label[,split], or builtin:digits."
+    ),
+]
+DataOrResume = Annotated[
+    Optional[str],
+    typer.Argument(
+        help="A folder (train/ and valid/ splits, or class folders), a CSV of path,label[,split], or builtin:digits "
+        "(not needed with --resume).",
+        show_default=False,
     ),
 ]
 Arch = Annotated[
@@ -119,7 +133,20 @@ ChannelsLast = Annotated[
     Optional[bool],
     typer.Option("--channels-last/--no-channels-last", help="Channels-last memory format (default off)."),
 ]
-Bs = Annotated[Optional[int], typer.Option(help="Batch size (default 64).")]
+Bs = Annotated[
+    Optional[str],
+    typer.Option(
+        help="Batch size (default 64), or auto: the largest that fits in GPU memory (on the CPU: 64). "
+        "config.toml records the number used."
+    ),
+]
+Compile = Annotated[
+    Optional[bool],
+    typer.Option(
+        "--compile/--no-compile",
+        help="torch.compile the model (slow first epoch, faster after; needs a C++ compiler on the CPU).",
+    ),
+]
 Size = Annotated[
     Optional[int],
     typer.Option(help="Input size in pixels (default: the weights' own, or the images' median side for cnn)."),
@@ -142,7 +169,13 @@ Activation = Annotated[
     Optional[str], typer.Option(help="cnn: relu, gelu, silu, mish, elu or leaky_relu (default relu).")
 ]
 Bn = Annotated[Optional[bool], typer.Option("--bn/--no-bn", help="cnn: BatchNorm after each activation (default on).")]
-Dropout = Annotated[Optional[float], typer.Option(help="cnn: dropout before the output layer (default 0.2).")]
+Dropout = Annotated[
+    Optional[float],
+    typer.Option(
+        help="Dropout before the output layer: the cnn's (default 0.2), or timm's drop_rate / torchvision's "
+        "dropout for other archs (default: the arch's own)."
+    ),
+]
 Dense = Annotated[Optional[int], typer.Option(help="cnn: width of the dense layer (default 256).")]
 Weights = Annotated[
     Optional[str],
@@ -174,6 +207,32 @@ Name = Annotated[Optional[str], typer.Option(help="Run name under --runs-dir (de
 Out = Annotated[Optional[Path], typer.Option(help="The run folder itself (overrides --runs-dir/--name).")]
 RunsDir = Annotated[Optional[Path], typer.Option(help="Parent folder of runs (default runs).")]
 ExistOk = Annotated[Optional[bool], typer.Option("--exist-ok", help="Write into an existing non-empty run folder.")]
+ResumeRun = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--resume",
+        help="Continue this run (stopped by Ctrl-C or --stop-after) exactly where it stopped, with its own settings.",
+    ),
+]
+StopAfter = Annotated[
+    Optional[int],
+    typer.Option(min=1, help="End cleanly after epoch N of the plan; `--resume RUN` finishes it later."),
+]
+Log = Annotated[
+    Optional[str],
+    typer.Option(
+        help="Trackers, comma-separated: csv (metrics.csv, always written), tensorboard (RUN/tensorboard), "
+        "wandb (RUN/wandb, offline unless WANDB_MODE or WANDB_API_KEY is set). Default csv."
+    ),
+]
+Workers = Annotated[
+    Optional[int],
+    typer.Option(
+        min=0,
+        help="Threads that prepare (and augment) training batches ahead of the model (default 0: measured "
+        "fastest on 2 CPU cores with images decoded in memory; try 2-4 with heavy --aug on more cores).",
+    ),
+]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")]
 

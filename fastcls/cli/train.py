@@ -19,9 +19,11 @@ from fastcls.cli.options import (
     Bs,
     ChannelsLast,
     ClipGrad,
+    Compile,
     ConfigFile,
     Cutmix,
     Data,
+    DataOrResume,
     Dense,
     Dropout,
     EarlyStop,
@@ -36,6 +38,7 @@ from fastcls.cli.options import (
     Keep,
     Kernel,
     LabelSmoothing,
+    Log,
     Lr,
     LrMult,
     LrSuggest,
@@ -49,16 +52,19 @@ from fastcls.cli.options import (
     Out,
     Precision,
     Quiet,
+    ResumeRun,
     RunsDir,
     Sched,
     Seed,
     Size,
     StepSize,
+    StopAfter,
     Strategy,
     UnfreezeEvery,
     ValidPct,
     Wd,
     Weights,
+    Workers,
     pick,
 )
 
@@ -68,7 +74,7 @@ COMMON = (
     "data", "arch", "epochs", "lr", "lr_suggest", "bs", "size", "seed", "wd", "valid_pct", "fraction",
     "on_bad_image", "aug", "opt", "sched", "momentum", "eps", "step_size", "gamma", "label_smoothing",
     "mixup", "cutmix", "clip_grad", "keep", "early_stop", "monitor",
-    "precision", "channels_last", *CNN_FLAGS,
+    "precision", "channels_last", "compile", "log", "workers", *CNN_FLAGS,
 )  # fmt: skip
 RUN_FLAGS = ("name", "out", "runs_dir", "exist_ok")
 FINETUNE = ("weights", "strategy", "freeze_epochs", "lr_mult", "unfreeze_every", "freeze_bn")
@@ -78,13 +84,45 @@ def _config(config_file: Path | None, flat: dict[str, Any]):
     from fastcls.config import Config, load_config
 
     base = load_config(config_file) if config_file else Config()
+    if "dropout" in flat and (flat.get("arch") or base.model.arch) != "cnn":
+        flat["head_dropout"] = flat.pop("dropout")  # --dropout means the head's dropout for any arch
     return base.merged(Config.nest(flat))
+
+
+def _train_or_resume(
+    command: str, values: dict[str, Any], names: tuple[str, ...], fixed: dict[str, Any], stop_after: int | None
+) -> None:
+    """`train`/`finetune`: a new run from DATA and the flags, or `--resume RUN` with the run's own settings."""
+    from fastcls.errors import ConfigError
+
+    quiet, as_json, resume = values["quiet"], values["as_json"], values["resume"]
+    if resume is not None:
+        extra = [name for name in (*names, "config_file") if values.get(name) is not None]
+        if extra:
+            flags = ", ".join("DATA" if n == "data" else "--" + n.replace("_", "-") for n in extra)
+            raise ConfigError(
+                f"--resume continues {resume} with the settings in its config.toml; drop {flags} "
+                "(only --stop-after, --quiet and --json go with --resume)."
+            )
+        from fastcls.api import resume_run
+
+        _show(*resume_run(resume, reporter_for(quiet), stop_after), quiet, as_json)
+        return
+    if values["data"] is None:
+        raise ConfigError(f"DATA is missing: `fastcls {command} DATA ...` (a folder, a CSV or builtin:digits).")
+    from fastcls.api import train_run
+
+    config = _config(values["config_file"], pick(values, names) | fixed)
+    _show(*train_run(config, reporter_for(quiet), stop_after), quiet, as_json)
 
 
 def _train_and_show(config, quiet: bool, as_json: bool) -> None:
     from fastcls.api import train_run
 
-    clf, path = train_run(config, reporter_for(quiet))
+    _show(*train_run(config, reporter_for(quiet)), quiet, as_json)
+
+
+def _show(clf, path: Path, quiet: bool, as_json: bool) -> None:
     metrics = dict(clf.metrics)
     if as_json:
         print_json(
@@ -92,6 +130,8 @@ def _train_and_show(config, quiet: bool, as_json: bool) -> None:
                 "run": str(path),
                 "arch": clf.config.model.arch,
                 "epochs": len(clf.history),
+                "planned_epochs": clf.planned_epochs,
+                "stopped": clf.stopped,
                 "base_lr": clf.config.train.lr,
             }
             | metrics
@@ -102,11 +142,17 @@ def _train_and_show(config, quiet: bool, as_json: bool) -> None:
     line = f"valid accuracy {metrics['accuracy']:.4f}"
     if "test_accuracy" in metrics:
         line += f", test accuracy {metrics['test_accuracy']:.4f}"
+    if clf.stopped:
+        console().print(
+            f"[yellow]stopped[/yellow] after epoch {len(clf.history)} of {clf.planned_epochs} ({clf.stopped}): {line}; "
+            f"run saved to [bold]{path}[/bold]. Finish it with: fastcls train --resume {path}"
+        )
+        return
     console().print(f"[green]done[/green]: {line}; run saved to [bold]{path}[/bold]")
 
 
 def train(
-    data: Data,
+    data: DataOrResume = None,
     arch: Arch = None,
     epochs: Epochs = None,
     lr: Lr = None,
@@ -134,6 +180,9 @@ def train(
     monitor: Monitor = None,
     precision: Precision = None,
     channels_last: ChannelsLast = None,
+    compile: Compile = None,
+    log: Log = None,
+    workers: Workers = None,
     blocks: Blocks = None,
     filters: Filters = None,
     organisation: Organisation = None,
@@ -147,16 +196,22 @@ def train(
     out: Out = None,
     runs_dir: RunsDir = None,
     exist_ok: ExistOk = None,
+    resume: ResumeRun = None,
+    stop_after: StopAfter = None,
     quiet: Quiet = False,
     as_json: AsJson = False,
 ) -> None:
-    """Train a model from scratch (random init, every layer) on DATA and save a run folder."""
-    flat = pick(locals(), COMMON + RUN_FLAGS) | {"command": "train", "pretrained": False, "strategy": "full"}
-    _train_and_show(_config(config_file, flat), quiet, as_json)
+    """Train a model from scratch (random init, every layer) on DATA and save a run folder.
+
+    Ctrl-C (or SIGTERM) finishes the current batch, saves the run after its last finished epoch
+    and exits 130; `fastcls train --resume RUN` then continues it exactly.
+    """
+    fixed = {"command": "train", "pretrained": False, "strategy": "full"}
+    _train_or_resume("train", locals(), COMMON + RUN_FLAGS, fixed, stop_after)
 
 
 def finetune(
-    data: Data,
+    data: DataOrResume = None,
     arch: Arch = None,
     weights: Weights = None,
     strategy: Strategy = None,
@@ -190,6 +245,9 @@ def finetune(
     monitor: Monitor = None,
     precision: Precision = None,
     channels_last: ChannelsLast = None,
+    compile: Compile = None,
+    log: Log = None,
+    workers: Workers = None,
     blocks: Blocks = None,
     filters: Filters = None,
     organisation: Organisation = None,
@@ -203,15 +261,18 @@ def finetune(
     out: Out = None,
     runs_dir: RunsDir = None,
     exist_ok: ExistOk = None,
+    resume: ResumeRun = None,
+    stop_after: StopAfter = None,
     quiet: Quiet = False,
     as_json: AsJson = False,
 ) -> None:
     """Fine-tune a pretrained model on DATA (default: freeze-unfreeze) and save a run folder.
 
     Example: fastcls finetune data/plants --arch resnext101 --freeze-epochs 30
+    (Ctrl-C saves a resumable run; `--resume RUN` continues it, in the phase it stopped in.)
     """
-    flat = pick(locals(), COMMON + RUN_FLAGS + FINETUNE) | {"command": "finetune", "pretrained": True}
-    _train_and_show(_config(config_file, flat), quiet, as_json)
+    fixed = {"command": "finetune", "pretrained": True}
+    _train_or_resume("finetune", locals(), COMMON + RUN_FLAGS + FINETUNE, fixed, stop_after)
 
 
 def lr_find(
@@ -265,16 +326,44 @@ def lr_find(
 
 
 def run(
-    config_file: Path = typer.Argument(..., help="A config TOML, e.g. a run's own config.toml."),
+    config_file: Path = typer.Argument(
+        ..., help="A config TOML (e.g. a run's own config.toml), or a recipe such as tasks/scaling.toml."
+    ),
     name: Name = None,
     out: Out = None,
+    overrides: list[str] = typer.Option(
+        None, "--set", help="KEY=VALUE override, repeatable; in a recipe STEP.KEY=VALUE changes one step."
+    ),
+    smoke: bool = typer.Option(False, "--smoke", help="Recipes: run the tiny version in the recipe's [smoke] table."),
     quiet: Quiet = False,
     as_json: AsJson = False,
 ) -> None:
-    """Repeat a run from its config.toml (into a new run folder)."""
-    from fastcls.config import load_config
+    """Repeat a run from its config.toml (into a new run folder), or run a recipe's steps.
 
+    A recipe (tasks/NAME.toml) writes every step under --out (default runs/recipes/NAME, or
+    runs/recipes/--name) with report.md stating the result in one table; steps already done with
+    the same settings are reused. Example: fastcls run tasks/scaling.toml --set epochs=2
+    """
+    from fastcls.config import Config, load_config
+    from fastcls.recipes import is_recipe
+
+    if is_recipe(config_file):
+        from fastcls.cli.studies import show_recipe
+        from fastcls.recipes import run_recipe
+
+        folder = out or (Path("runs") / "recipes" / name if name else None)
+        result = run_recipe(config_file, folder, overrides=overrides or (), smoke=smoke, reporter=reporter_for(quiet))
+        show_recipe(result, quiet, as_json)
+        return
+    if smoke:
+        from fastcls.errors import ConfigError
+
+        raise ConfigError(f"--smoke is for recipes (tasks/NAME.toml); {config_file} is a run config.")
     config = load_config(config_file)
+    if overrides:
+        from fastcls.recipes import parse_override
+
+        config = config.merged(Config.nest(dict(parse_override(text) for text in overrides)))
     inside_run = (config_file.parent / "model.json").is_file()
     run_settings: dict[str, Any] = {"out": str(out) if out else None}
     if name or inside_run:

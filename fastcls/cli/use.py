@@ -48,19 +48,19 @@ def evaluate(
 
 
 def predict(
-    run: Path = typer.Argument(..., help="A run folder."),
+    run: Path = typer.Argument(..., help="A run folder, or an ensemble.json from `fastcls ensemble vote`."),
     images: list[Path] = typer.Argument(..., help="Image files or folders (searched recursively)."),
     out: Path = typer.Option(None, "--out", "-o", help="Write predictions to this CSV."),
     top: int = typer.Option(3, min=1, help="How many ranked classes to report per image."),
     as_json: bool = typer.Option(False, "--json", help="Print predictions as JSON."),
 ) -> None:
-    """Predict the class of each image with a trained run."""
+    """Predict the class of each image with a trained run or an ensemble."""
     from rich.table import Table
 
-    from fastcls.api import load
+    from fastcls.ensemble import load_predictor
     from fastcls.runs import atomic_write_text
 
-    predictions = load(run).predict(images, top=top)
+    predictions = load_predictor(run).predict(images, top=top)
     if out is not None:
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")

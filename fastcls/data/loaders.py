@@ -140,10 +140,11 @@ class Batches:
         device: torch.device | str = "cpu",
         augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
         channels_last: bool = False,
+        workers: int = 0,
     ) -> None:
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.split, self.prep, self.bs, self.augment = split, prep, bs, augment
-        self.shuffle = shuffle
+        self.shuffle, self.workers = shuffle, workers
         self.drop_last = drop_last and len(split.labels) > bs
         self.generator = torch.Generator().manual_seed(seed)
         self.device = torch.device(device)
@@ -165,16 +166,37 @@ class Batches:
         images = images.to(self.device, non_blocking=True).float()
         return images.sub_(self._shift.to(self.device)).div_(self._scale.to(self.device))
 
+    def _batch(self, index: int, order: torch.Tensor | None, seed: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+        start = index * self.bs
+        if order is None:
+            images = self.split.images[start : start + self.bs]
+            labels = self.split.labels[start : start + self.bs]
+        else:
+            chosen = order[start : start + self.bs]
+            images, labels = self.split.images[chosen], self.split.labels[chosen]
+        images = self.normalise(images)
+        if self.augment is not None and seed is not None:
+            images = self.augment(images, torch.Generator().manual_seed(seed))
+        return images.contiguous(memory_format=self.memory_format), labels.to(self.device, non_blocking=True)
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The epoch's order and every batch's augmentation seed are drawn up front from the seeded
+        generator, so the batches are the same whether `workers` threads prepare them ahead or not."""
         order = torch.randperm(self.n, generator=self.generator) if self.shuffle else None
-        for start in range(0, len(self) * self.bs, self.bs):
-            if order is None:
-                images = self.split.images[start : start + self.bs]
-                labels = self.split.labels[start : start + self.bs]
-            else:
-                chosen = order[start : start + self.bs]
-                images, labels = self.split.images[chosen], self.split.labels[chosen]
-            images = self.normalise(images)
-            if self.augment is not None:
-                images = self.augment(images, self.generator)
-            yield images.contiguous(memory_format=self.memory_format), labels.to(self.device, non_blocking=True)
+        seeds = (
+            torch.randint(0, 2**62, (len(self),), generator=self.generator).tolist()
+            if self.augment is not None
+            else [None] * len(self)
+        )
+        if self.workers == 0:
+            for index in range(len(self)):
+                yield self._batch(index, order, seeds[index])
+            return
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="fastcls-batches") as pool:
+            ahead = [pool.submit(self._batch, i, order, seeds[i]) for i in range(min(len(self), 2 * self.workers))]
+            for index in range(len(self)):
+                batch = ahead.pop(0).result()
+                following = index + len(ahead) + 1
+                if following < len(self):
+                    ahead.append(pool.submit(self._batch, following, order, seeds[following]))
+                yield batch

@@ -126,8 +126,14 @@ def default_preprocessing(spec: ArchSpec, size: int | None, native_size: int) ->
     return Preprocessing(size=size or 224, mean=_IMAGENET[0], std=_IMAGENET[1], resize="crop", crop_pct=0.875)
 
 
-def build_model(spec: ArchSpec, num_classes: int, size: int, cnn: CnnConfig | None = None):
-    """A randomly initialised torch module with a `num_classes` output layer."""
+def build_model(
+    spec: ArchSpec, num_classes: int, size: int, cnn: CnnConfig | None = None, head_dropout: float | None = None
+):
+    """A randomly initialised torch module with a `num_classes` output layer.
+
+    `head_dropout` is timm's `drop_rate` (dropout before the classifier) or torchvision's
+    `dropout` argument; None keeps the architecture's default. The cnn has its own `cnn.dropout`.
+    """
     if spec.family == "cnn":
         from fastcls.models.scratch import ConfigurableCNN
 
@@ -135,7 +141,7 @@ def build_model(spec: ArchSpec, num_classes: int, size: int, cnn: CnnConfig | No
     if spec.family == "timm":
         import timm
 
-        kwargs: dict[str, Any] = {}
+        kwargs: dict[str, Any] = {} if head_dropout is None else {"drop_rate": head_dropout}
         if _timm_cfg(spec).get("fixed_input_size"):
             kwargs["img_size"] = size
         try:
@@ -144,7 +150,14 @@ def build_model(spec: ArchSpec, num_classes: int, size: int, cnn: CnnConfig | No
             raise ArchError(f"timm could not build {spec.name!r} at {size}px: {exc}") from None
     import torchvision
 
+    extra = {} if head_dropout is None else {"dropout": head_dropout}
     try:
-        return torchvision.models.get_model(spec.name, weights=None, num_classes=num_classes)
-    except (TypeError, ValueError, RuntimeError) as exc:
+        return torchvision.models.get_model(spec.name, weights=None, num_classes=num_classes, **extra)
+    except TypeError as exc:
+        if extra and "dropout" in str(exc):
+            raise ArchError(
+                f"torchvision's {spec.name} has no dropout setting; drop --dropout or use the timm version."
+            ) from None
+        raise ArchError(f"torchvision could not build {spec.name!r}: {exc}") from None
+    except (ValueError, RuntimeError) as exc:
         raise ArchError(f"torchvision could not build {spec.name!r}: {exc}") from None

@@ -6,8 +6,11 @@ sees during training comes from here.
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +30,12 @@ __all__ = [
     "FreezeBatchNorm",
     "LRSweep",
     "NanGuard",
+    "PhaseSchedule",
     "ProgressBars",
     "RestartBatchNormStats",
+    "ResumePoint",
+    "ScalerState",
+    "StopRequest",
 ]
 
 
@@ -225,12 +232,16 @@ class Checkpoints(Callback):
     def _store(self, name: str, row: dict[str, Any]) -> None:
         state = {k: v.detach().cpu().clone().contiguous() for k, v in self.learn.model.state_dict().items()}
         self.states[name], self.epochs[name] = state, row["epoch"]
+        self.write(name)
+
+    def write(self, name: str) -> None:
+        """Write checkpoint `name` to `folder/<name>.safetensors` (atomically), when there is a folder."""
         if self.folder is not None:
             from safetensors.torch import save
 
             from fastcls.runs import atomic_write_bytes
 
-            atomic_write_bytes(self.folder / f"{name}.safetensors", save(state))
+            atomic_write_bytes(self.folder / f"{name}.safetensors", save(self.states[name]))
 
     def after_epoch(self) -> None:
         row = self.history[-1]
@@ -272,12 +283,13 @@ class NanGuard(Callback):
 
     order = 5
 
-    def __init__(self) -> None:
+    def __init__(self, history: list[dict[str, Any]]) -> None:
+        self.history = history
         self.message: str | None = None
 
     def after_loss(self) -> None:
         if self.training and not bool(torch.isfinite(self.learn.loss_grad.detach()).all()):
-            where = f"epoch {self.epoch + 1}, batch {self.iter + 1}"
+            where = f"epoch {len(self.history) + 1}, batch {self.iter + 1}"
             self.message = f"the training loss became {float(self.learn.loss_grad)} at {where}"
             raise CancelFitException()
 
@@ -303,3 +315,113 @@ class Autocast(Callback):
 
     def after_cancel_batch(self) -> None:
         self.after_loss()
+
+
+class PhaseSchedule(ParamScheduler):
+    """fastai's ParamScheduler positioned by training batches done / planned in the phase.
+
+    fastai's own position restarts at 0 with every `fit`; counting batches from `done` lets a
+    phase resumed at epoch k continue on exactly the same curve as the uninterrupted run.
+    """
+
+    def __init__(self, scheds: dict[str, Any], total: int, done: int = 0) -> None:
+        super().__init__(scheds)
+        self.total, self.done = max(total, 1), done
+
+    def before_batch(self) -> None:
+        self._update_val(self.done / self.total)
+
+    def after_batch(self) -> None:
+        super().after_batch()
+        self.done += 1
+
+
+class StopRequest(Callback):
+    """Ends training cleanly: after epoch `stop_after` (`--stop-after`), or after the current batch
+    when SIGINT (Ctrl-C) or SIGTERM arrives. A second signal stops at once (KeyboardInterrupt).
+
+    `reason` says why it stopped ("stop-after", "SIGINT", "SIGTERM"); None when it did not.
+    """
+
+    order = 80  # after the epoch's checkpoints, resume point and progress row
+
+    def __init__(self, history: list[dict[str, Any]], stop_after: int | None = None) -> None:
+        self.history, self.stop_after = history, stop_after
+        self.reason: str | None = None
+
+    @contextmanager
+    def signals(self) -> Iterator[None]:
+        """Install the SIGINT/SIGTERM handlers for the duration of training (main thread only)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum: int, frame: Any) -> None:
+            if self.reason is not None:
+                raise KeyboardInterrupt
+            self.reason = signal.Signals(signum).name
+
+        saved = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, previous in saved.items():
+                signal.signal(sig, previous)
+
+    def after_batch(self) -> None:
+        if self.reason is not None:
+            raise CancelFitException()
+
+    def after_epoch(self) -> None:
+        if self.stop_after is not None and len(self.history) >= self.stop_after and self.reason is None:
+            self.reason = "stop-after"
+            raise CancelFitException()
+
+
+class ResumePoint(Callback):
+    """After every epoch, writes `checkpoints/resume.pt`: the optimiser state, every RNG, the grad
+    scaler and the BatchNorm-restart flag, so `--resume` continues exactly (weights are in `last`)."""
+
+    order = 66  # after Checkpoints has stored `last`
+
+    def __init__(
+        self,
+        history: list[dict[str, Any]],
+        folder: Path | None,
+        generator: torch.Generator,
+        restart: RestartBatchNormStats | None,
+    ) -> None:
+        self.history, self.folder, self.generator, self.restart = history, folder, generator, restart
+
+    def state(self) -> dict[str, Any]:
+        from fastcls.train.resume import capture_rng
+
+        scaler = getattr(self.learn, "scaler", None)
+        return {
+            "epoch": len(self.history),
+            "optimizer": self.learn.opt.state_dict(),
+            "rng": capture_rng(self.generator),
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "restart_pending": self.restart.pending if self.restart is not None else False,
+        }
+
+    def after_epoch(self) -> None:
+        if self.folder is None:
+            return
+        from fastcls.train.resume import RESUME_FILE, write_state
+
+        write_state(self.folder / RESUME_FILE, self.state())
+
+
+class ScalerState(Callback):
+    """Resume with fp16: load the grad scaler's state once fastai's MixedPrecision has made the scaler."""
+
+    order = 11  # MixedPrecision (10) creates `learn.scaler` in before_fit
+
+    def __init__(self, state: dict[str, Any]) -> None:
+        self.state = state
+
+    def before_fit(self) -> None:
+        scaler = getattr(self.learn, "scaler", None)
+        if scaler is not None:
+            scaler.load_state_dict(self.state)

@@ -7,6 +7,7 @@ learning rates and the callback system.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import warnings
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from fastcls.reporting import Reporter
 from fastcls.train.optim import opt_func, schedule
 from fastcls.train.strategies import Phase, group_lrs, plan
 
-__all__ = ["LRFindResult", "Trainer", "seed_everything"]
+__all__ = ["LRFindResult", "Resume", "Trainer", "seed_everything"]
 
 
 def seed_everything(seed: int) -> None:
@@ -57,6 +58,26 @@ class LRFindResult:
     @property
     def lr(self) -> float:
         return self.suggestions[self.suggest]
+
+
+@dataclass
+class Resume:
+    """An interrupted run to continue: its resume state, metrics rows and checkpoints."""
+
+    state: dict[str, Any]
+    history: list[dict[str, Any]]
+    checkpoints: dict[str, dict[str, torch.Tensor]]
+    checkpoint_epochs: dict[str, int]
+
+
+def _to_device(value: Any, device: torch.device) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, dict):
+        return {k: _to_device(v, device) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_to_device(v, device) for v in value)
+    return value
 
 
 class CrossEntropy(nn.CrossEntropyLoss):
@@ -113,6 +134,8 @@ class Trainer:
         reporter: Reporter,
         metrics_path: Path | None = None,
         pretrained: bool = False,
+        stop_after: int | None = None,
+        run_config: dict[str, Any] | None = None,
     ) -> None:
         from fastcls.train.callbacks import (
             Checkpoints,
@@ -122,6 +145,8 @@ class Trainer:
             NanGuard,
             ProgressBars,
             RestartBatchNormStats,
+            ResumePoint,
+            StopRequest,
         )
 
         Learner, DataLoaders, trainable_params = _import_fastai()
@@ -138,20 +163,30 @@ class Trainer:
         folder = metrics_path.parent / "checkpoints" if metrics_path is not None else None
         self.checkpoints = Checkpoints(self.history, folder)
         self.early = EarlyStop(settings.monitor, settings.early_stop, self.history) if settings.early_stop else None
-        self.nan_guard = NanGuard()
-        device = next(model.parameters()).device
+        self.nan_guard = NanGuard(self.history)
+        self.device = next(model.parameters()).device
+        self.restart = RestartBatchNormStats() if pretrained else None
+        self.stop = StopRequest(self.history, stop_after)
+        self.resume_point = ResumePoint(self.history, folder, train.generator, self.restart)
+        self.start_epoch, self._resume_state = 0, None
         callbacks: list[Any] = [
             self.log,
             self.checkpoints,
+            self.resume_point,
             self.nan_guard,
+            self.stop,
             *_regularisers(settings),
-            *_precision(settings, device),
+            *_precision(settings, self.device),
         ]
+        from fastcls.train.tracking import trackers
+
+        run_folder = metrics_path.parent if metrics_path is not None else None
+        self.trackers = trackers(settings.log, self.history, run_folder, run_config or {})
+        callbacks += self.trackers
         if self.early is not None:
             callbacks.append(self.early)
         if settings.freeze_bn:
             callbacks.append(FreezeBatchNorm())
-        self.restart = RestartBatchNormStats() if pretrained else None
         if self.restart is not None:
             callbacks.append(self.restart)
         self.progress = None
@@ -181,18 +216,94 @@ class Trainer:
         self.learn.freeze_to(phase.frozen)
         return group_lrs(phase, len(self.groups), self.settings.lr_mult)
 
-    def fit(self) -> list[dict[str, Any]]:
-        """Run every phase; return one metrics row per epoch (phase and per-group LRs included)."""
-        from fastai.callback.schedule import ParamScheduler
+    @property
+    def planned_epochs(self) -> int:
+        return sum(p.epochs for p in self.phases)
 
-        for phase in self.phases:
-            lrs = self._enter(phase)
-            self.log.phase = phase.name
-            scheds = schedule(self.settings, phase.epochs, lrs, phase.pct_start, phase.div)
-            with self.learn.no_logging():
-                self.learn.fit(phase.epochs, lr=lrs, wd=self.settings.wd, cbs=ParamScheduler(scheds))
-            if self.nan_guard.message or (self.early is not None and self.early.stopped):
-                break
+    def restore(self, resume: Resume) -> None:
+        """Continue an interrupted run: its metrics rows, checkpoints, early-stop and BatchNorm-restart
+        state now; optimiser, grad scaler and RNG states when `fit` reaches the epoch it stopped at."""
+        from fastcls.errors import ConfigError
+
+        done = int(resume.state["epoch"])
+        if len(resume.history) != done or "last" not in resume.checkpoints:
+            raise ConfigError(f"the resume state is at epoch {done} but metrics.csv has {len(resume.history)} rows.")
+        stop_after = self.stop.stop_after
+        if stop_after is not None and stop_after <= done:
+            raise ConfigError(f"--stop-after {stop_after} is not after epoch {done}, where this run stopped.")
+        self.history[:] = resume.history
+        if self.log.path is not None:
+            from fastcls.runs import write_metrics
+
+            write_metrics(self.log.path, self.history)
+        for name, state in resume.checkpoints.items():
+            self.checkpoints.states[name] = state
+            self.checkpoints.epochs[name] = resume.checkpoint_epochs[name]
+            self.checkpoints.write(name)
+        if self.early is not None:
+            for row in self.history:
+                self.early.update(row[self.settings.monitor])
+        if self.restart is not None:
+            self.restart.pending = bool(resume.state["restart_pending"])
+        self.model.load_state_dict(resume.checkpoints["last"])
+        self.start_epoch, self._resume_state = done, resume.state
+
+    def _continue(self, done_in_phase: int) -> list[Any]:
+        """Load the saved optimiser, scaler and RNG states just before the first resumed epoch.
+
+        At a phase boundary the optimiser state is not loaded: entering a phase clears it, as in
+        the uninterrupted run (fastai's freeze_to)."""
+        from fastai.optimizer import Optimizer
+
+        from fastcls.train.callbacks import ScalerState
+        from fastcls.train.resume import restore_rng
+
+        state, self._resume_state = self._resume_state, None
+        if state is None:
+            return []
+        if done_in_phase > 0:
+            optimizer = state["optimizer"]
+            if isinstance(self.learn.opt, Optimizer) or hasattr(self.learn.opt, "slow_weights"):
+                optimizer = _to_device(optimizer, self.device)  # fastai's own optimisers keep state as given
+            self.learn.opt.load_state_dict(optimizer)
+        restore_rng(state["rng"], self.train.generator)
+        return [ScalerState(state["scaler"])] if state.get("scaler") and done_in_phase > 0 else []
+
+    def fit(self) -> list[dict[str, Any]]:
+        """Run every phase (from `start_epoch` when resuming); one metrics row per epoch.
+
+        Stops early for early stopping, a NaN loss, `stop_after`, or SIGINT/SIGTERM (after the
+        current batch); `stop.reason` says which of the last two happened.
+        """
+        from fastcls.train.callbacks import PhaseSchedule
+
+        skip = self.start_epoch
+        with self.stop.signals(), contextlib.ExitStack() as stack:
+            for tracker in self.trackers:
+                stack.callback(tracker.close)
+            for phase in self.phases:
+                if skip >= phase.epochs:
+                    skip -= phase.epochs
+                    continue
+                lrs = self._enter(phase)
+                extra = self._continue(skip)
+                self.log.phase = phase.name
+                scheds = schedule(self.settings, phase.epochs, lrs, phase.pct_start, phase.div)
+                n = len(self.train)
+                sched = PhaseSchedule(scheds, total=phase.epochs * n, done=skip * n)
+                with self.learn.no_logging():
+                    self.learn.fit(phase.epochs - skip, lr=lrs, wd=self.settings.wd, cbs=[sched, *extra])
+                skip = 0
+                if self.nan_guard.message or self.stop.reason or (self.early is not None and self.early.stopped):
+                    break
+        if self.stop.reason and "last" not in self.checkpoints.states:
+            from fastcls.errors import Interrupted
+
+            raise Interrupted(f"{self.stop.reason} during epoch 1, before any epoch finished; nothing was saved.")
+        if not self.stop.reason and self.resume_point.folder is not None:
+            from fastcls.train.resume import RESUME_FILE
+
+            (self.resume_point.folder / RESUME_FILE).unlink(missing_ok=True)  # finished: nothing to resume
         if self.nan_guard.message:
             if "last" not in self.checkpoints.states:
                 raise TrainingDiverged(

@@ -62,3 +62,30 @@ def test_clip_grad_caps_the_gradient_norm(class_folders):
 def test_mixup_and_cutmix_are_exclusive():
     with pytest.raises(ConfigError, match="exclusive"):
         fastcls.ImageClassifier("cnn", mixup=0.4, cutmix=1.0)
+
+
+def test_dropout_flag_sets_the_head_dropout_of_a_timm_model(tmp_path):
+    from fastcls.cli.train import _config
+    from fastcls.models.registry import build_model, resolve_arch
+
+    config = _config(None, {"arch": "resnet18", "dropout": 0.5})
+    assert config.model.head_dropout == 0.5 and config.model.cnn.dropout == 0.2  # the cnn's own is untouched
+    assert "head_dropout = 0.5" in config.to_toml()
+    model = build_model(resolve_arch("resnet18"), 3, 32, head_dropout=config.model.head_dropout).train()
+    assert model.drop_rate == 0.5
+    x = torch.randn(4, 3, 32, 32)
+    torch.manual_seed(0)
+    assert not torch.equal(model(x), model(x))  # dropout is active in training
+    model.eval()
+    assert torch.equal(model(x), model(x))
+    assert build_model(resolve_arch("resnet18"), 3, 32).drop_rate == 0.0  # the arch's default without the flag
+    assert _config(None, {"dropout": 0.3}).model.cnn.dropout == 0.3  # cnn: its own dropout
+
+
+def test_dropout_on_a_torchvision_model_without_one_is_a_clear_error():
+    from fastcls.errors import ArchError
+    from fastcls.models.registry import build_model, resolve_arch
+
+    assert build_model(resolve_arch("torchvision:mobilenet_v3_small"), 3, 32, head_dropout=0.4).classifier[2].p == 0.4
+    with pytest.raises(ArchError, match="has no dropout setting"):
+        build_model(resolve_arch("torchvision:resnet18"), 3, 32, head_dropout=0.4)

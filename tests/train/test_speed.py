@@ -54,3 +54,49 @@ def test_channels_last_reaches_inputs_and_weights_and_saves_plainly(tmp_path, cl
 def test_fp16_needs_a_gpu(class_folders):
     with pytest.raises(ConfigError, match="fp16 needs a CUDA GPU"):
         fastcls.ImageClassifier("cnn", precision="fp16").fit(class_folders, quiet=True)
+
+
+@pytest.mark.parametrize("limit", [1, 5, 37, 64, 100, 4096])
+def test_largest_fitting_finds_the_boundary_with_few_tries(limit):
+    from fastcls.train.speed import largest_fitting
+
+    tried = []
+
+    def fits(n):
+        tried.append(n)
+        return n <= limit
+
+    assert largest_fitting(fits, start=16, limit=4096) == limit
+    assert len(tried) <= 2 * 12 + 2  # doubling then bisection, never a linear scan
+    assert largest_fitting(lambda n: False, start=16, limit=64) == 0
+    assert largest_fitting(lambda n: True, start=16, limit=50) == 50
+
+
+def test_bs_auto_on_the_cpu_is_the_documented_default_and_is_recorded(tmp_path, class_folders):
+    from fastcls.train.speed import CPU_BATCH_SIZE
+
+    config = fastcls.Config().merged(
+        fastcls.Config.nest({"source": str(class_folders), "bs": "auto", "blocks": 2, "epochs": 1})
+        | {"run": {"out": str(tmp_path / "r")}}
+    )
+    assert config.data.bs == "auto"
+    clf, path = fastcls.train_run(config, reporter="quiet")
+    assert clf.config.data.bs == CPU_BATCH_SIZE == 64
+    assert fastcls.load_config(path / "config.toml").data.bs == 64
+    with pytest.raises(ConfigError, match="wrong type"):
+        fastcls.Config().merged({"data": {"bs": "big"}})
+
+
+def test_compile_compiles_the_model_and_keeps_plain_weight_names(tmp_path, class_folders, monkeypatch):
+    import torch._dynamo
+
+    monkeypatch.setenv("FASTCLS_COMPILE_BACKEND", "eager")  # inductor needs minutes here; the wiring is the same
+    torch._dynamo.reset()
+    clf, _ = fit(class_folders, compile=True)
+    assert clf.model._compiled_call_impl is not None  # nn.Module.compile was applied
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1  # dynamo traced the forward
+    assert all(not key.startswith("_orig_mod") for key in clf.model.state_dict())
+    path = clf.save(tmp_path / "r")
+    images = sorted(str(p) for p in class_folders.rglob("*.png"))[:8]
+    assert (fastcls.load(path).predict_proba(images)[0] == clf.predict_proba(images)[0]).all()
+    torch._dynamo.reset()

@@ -1,0 +1,28 @@
+"""In-memory batches: worker threads change nothing but speed."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from fastcls.data.augment import get_augment
+from fastcls.data.images import Preprocessing
+from fastcls.data.loaders import Batches, DecodedSplit
+from tests_support import digit_images
+
+
+def test_workers_prepare_the_same_batches_in_the_same_order():
+    images, labels = digit_images(per_class=6, classes=4, size=16)
+    pixels = torch.from_numpy(np.stack(images)).unsqueeze(1).expand(-1, 3, -1, -1).contiguous()
+    split = DecodedSplit(pixels, torch.tensor([int(x) for x in labels]), [], [])
+    prep = Preprocessing(16, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    runs = []
+    for workers in (0, 1, 3):
+        batches = Batches(
+            split, prep, 5, shuffle=True, drop_last=True, seed=9, augment=get_augment("strong"), workers=workers
+        )
+        runs.append([(x.clone(), y.clone()) for _ in range(2) for x, y in batches])
+    assert len(runs[0]) == 2 * (24 // 5)
+    for other in runs[1:]:
+        assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(runs[0], other, strict=True))
+    assert not torch.equal(runs[0][0][1], runs[0][4][1])  # the second epoch is shuffled anew

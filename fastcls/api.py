@@ -179,6 +179,7 @@ class ImageClassifier:
         self.diverged: str | None = None  # where the loss became NaN/inf, when it did
         self.stopped: str | None = None  # "stop-after", "SIGINT" or "SIGTERM" when training stopped before its plan
         self.planned_epochs = 0
+        self.sensitive_tensors: dict[str, list[str]] = {"frozen": [], "boosted": []}
         self._source: ImageSource | None = None
 
     @classmethod
@@ -285,6 +286,12 @@ class ImageClassifier:
         )
         valid = Batches(decoded["valid"], prep, max(config.data.bs, 256), **fmt)
         metrics_path = Path(log_dir) / "metrics.csv" if log_dir is not None else None
+        sensitive = {}
+        for key in ("freeze_sensitive", "boost_sensitive"):
+            if getattr(settings, key):
+                from fastcls.sensitivity import read_sensitive
+
+                sensitive[key] = read_sensitive(getattr(settings, key))
         trainer = Trainer(
             model,
             train,
@@ -295,7 +302,10 @@ class ImageClassifier:
             pretrained=config.model.pretrained,
             stop_after=stop_after,
             run_config=config.to_dict(),
+            frozen_tensors=sensitive.get("freeze_sensitive"),
+            boosted_tensors=sensitive.get("boost_sensitive"),
         )
+        self.sensitive_tensors = {"frozen": trainer.frozen_tensors, "boosted": trainer.boosted_tensors}
         if resume is not None:
             trainer.restore(resume)
         config.model.arch, config.data.size = spec.name, prep.size
@@ -511,6 +521,8 @@ class ImageClassifier:
             "weights": self.config.model.weights,
             "strategy": self.config.train.strategy,
             "checkpoints": self.checkpoint_epochs,
+            "frozen_tensors": self.sensitive_tensors["frozen"],
+            "boosted_tensors": self.sensitive_tensors["boosted"],
             "diverged": self.diverged,
             "lr_find": (
                 {"suggest": self.lr_found.suggest, "suggestions": self.lr_found.suggestions}

@@ -175,6 +175,11 @@ class TrainConfig:
     precision: str = "fp32"  # bf16 autocasts on CPU or GPU; fp16 (with a grad scaler) needs a GPU
     channels_last: bool = False
     log: str = "csv"  # comma-separated trackers: csv (metrics.csv, always), tensorboard, wandb
+    freeze_sensitive: str | None = None  # FILE:K: the K most sensitive tensors of a sensitivity.csv never train
+    boost_sensitive: str | None = None  # FILE:K: those tensors get their own optimiser group (boost_lr, boost_wd)
+    boost_lr: float | None = None  # the boosted group's peak LR (required with boost_sensitive)
+    boost_wd: float | None = None  # the boosted group's weight decay (default: wd)
+    boost_clip: float | None = None  # max gradient norm of the boosted tensors together
     compile: bool = False  # torch.compile the model (backend from FASTCLS_COMPILE_BACKEND, default inductor)
 
     def validate(self) -> None:
@@ -204,6 +209,18 @@ class TrainConfig:
             _check_range("early_stop", self.early_stop, 1, 100000)
         if self.clip_grad is not None:
             _check_range("clip_grad", self.clip_grad, 1e-6, 1e6)
+        boost = {"boost_lr": self.boost_lr, "boost_wd": self.boost_wd, "boost_clip": self.boost_clip}
+        if self.boost_sensitive is None and any(v is not None for v in boost.values()):
+            given = ", ".join(k for k, v in boost.items() if v is not None)
+            raise ConfigError(f"{given} set without boost_sensitive: add --boost-sensitive FILE:K (e.g. runs/x:2).")
+        if self.boost_sensitive is not None and self.boost_lr is None:
+            raise ConfigError("--boost-sensitive needs --boost-lr X, the boosted tensors' own peak LR (e.g. 1e-4).")
+        if self.boost_lr is not None:
+            _check_range("boost_lr", self.boost_lr, 1e-12, 100.0)
+        if self.boost_wd is not None:
+            _check_range("boost_wd", self.boost_wd, 0.0, 10.0)
+        if self.boost_clip is not None:
+            _check_range("boost_clip", self.boost_clip, 1e-6, 1e6)
 
 
 @dataclass

@@ -23,6 +23,10 @@ __all__ = [
     "Aug",
     "Blocks",
     "Bn",
+    "BoostClip",
+    "BoostLr",
+    "BoostSensitive",
+    "BoostWd",
     "Bs",
     "ChannelsLast",
     "ClipGrad",
@@ -41,6 +45,7 @@ __all__ = [
     "Fraction",
     "FreezeBn",
     "FreezeEpochs",
+    "FreezeSensitive",
     "Gamma",
     "Keep",
     "Kernel",
@@ -233,6 +238,23 @@ Workers = Annotated[
         "fastest on 2 CPU cores with images decoded in memory; try 2-4 with heavy --aug on more cores).",
     ),
 ]
+FreezeSensitive = Annotated[
+    Optional[str],
+    typer.Option(
+        help="FILE:K: the K most sensitive tensors of a sensitivity.csv (or a run folder holding one) never train."
+    ),
+]
+BoostSensitive = Annotated[
+    Optional[str],
+    typer.Option(
+        help="FILE:K: the K most sensitive tensors train in their own optimiser group (--boost-lr, --boost-wd)."
+    ),
+]
+BoostLr = Annotated[
+    Optional[float], typer.Option(help="Peak LR of the boosted tensors (needed with --boost-sensitive).")
+]
+BoostWd = Annotated[Optional[float], typer.Option(help="Weight decay of the boosted tensors (default: --wd).")]
+BoostClip = Annotated[Optional[float], typer.Option(help="Clip the boosted tensors' gradient norm to this.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")]
 

@@ -16,6 +16,10 @@ from fastcls.cli.options import (
     Aug,
     Blocks,
     Bn,
+    BoostClip,
+    BoostLr,
+    BoostSensitive,
+    BoostWd,
     Bs,
     ChannelsLast,
     ClipGrad,
@@ -34,6 +38,7 @@ from fastcls.cli.options import (
     Fraction,
     FreezeBn,
     FreezeEpochs,
+    FreezeSensitive,
     Gamma,
     Keep,
     Kernel,
@@ -77,7 +82,10 @@ COMMON = (
     "precision", "channels_last", "compile", "log", "workers", *CNN_FLAGS,
 )  # fmt: skip
 RUN_FLAGS = ("name", "out", "runs_dir", "exist_ok")
-FINETUNE = ("weights", "strategy", "freeze_epochs", "lr_mult", "unfreeze_every", "freeze_bn")
+FINETUNE = (
+    "weights", "strategy", "freeze_epochs", "lr_mult", "unfreeze_every", "freeze_bn",
+    "freeze_sensitive", "boost_sensitive", "boost_lr", "boost_wd", "boost_clip",
+)  # fmt: skip
 
 
 def _config(config_file: Path | None, flat: dict[str, Any]):
@@ -222,6 +230,11 @@ def finetune(
     lr_mult: LrMult = None,
     unfreeze_every: UnfreezeEvery = None,
     freeze_bn: FreezeBn = None,
+    freeze_sensitive: FreezeSensitive = None,
+    boost_sensitive: BoostSensitive = None,
+    boost_lr: BoostLr = None,
+    boost_wd: BoostWd = None,
+    boost_clip: BoostClip = None,
     bs: Bs = None,
     size: Size = None,
     seed: Seed = None,

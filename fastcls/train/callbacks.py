@@ -24,6 +24,7 @@ from fastcls.runs import write_metrics
 
 __all__ = [
     "Autocast",
+    "BoostClip",
     "Checkpoints",
     "EarlyStop",
     "EpochLog",
@@ -57,6 +58,7 @@ class EpochLog(Callback):
     ) -> None:
         self.history, self.path, self.top_k = history, path, top_k
         self.phase = "full"
+        self.head_index = -1  # the head's optimiser group (the boosted group, when there is one, is after it)
 
     def before_epoch(self) -> None:
         self._start = time.perf_counter()
@@ -96,7 +98,7 @@ class EpochLog(Callback):
             "valid_loss": s["valid_loss"] / valid_n,
             "accuracy": s["hit1"] / valid_n,
             "top5": s["hitk"] / valid_n,
-            "lr": float(self.learn.opt.hypers[-1]["lr"]),
+            "lr": float(self.learn.opt.hypers[self.head_index]["lr"]),
             "seconds": round(time.perf_counter() - self._start, 3),
             "group_lrs": ";".join(f"{lr:.3g}" for lr in lrs),
         }
@@ -425,3 +427,15 @@ class ScalerState(Callback):
         scaler = getattr(self.learn, "scaler", None)
         if scaler is not None:
             scaler.load_state_dict(self.state)
+
+
+class BoostClip(Callback):
+    """`--boost-clip N`: the boosted tensors' gradients together are clipped to norm N before each step."""
+
+    order = 20
+
+    def __init__(self, params: list[nn.Parameter], max_norm: float) -> None:
+        self.params, self.max_norm = params, max_norm
+
+    def before_step(self) -> None:
+        nn.utils.clip_grad_norm_([p for p in self.params if p.grad is not None], self.max_norm)

@@ -41,8 +41,7 @@ def _import_fastai():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit deprecation noise inside fastai
         from fastai.data.core import DataLoaders
         from fastai.learner import Learner
-        from fastai.torch_core import trainable_params
-    return Learner, DataLoaders, trainable_params
+    return Learner, DataLoaders
 
 
 @dataclass
@@ -78,6 +77,16 @@ def _to_device(value: Any, device: torch.device) -> Any:
     if isinstance(value, list | tuple):
         return type(value)(_to_device(v, device) for v in value)
     return value
+
+
+def _check_tensor_names(model: nn.Module, names: list[str]) -> None:
+    from fastcls.errors import ConfigError
+    from fastcls.sensitivity import check_sensitive_names
+
+    check_sensitive_names(names, (name for name, _ in model.named_parameters()))
+    both = {name for name in names if names.count(name) > 1}
+    if both:
+        raise ConfigError(f"tensors {', '.join(sorted(both))} are both frozen and boosted; choose one per tensor.")
 
 
 class CrossEntropy(nn.CrossEntropyLoss):
@@ -136,6 +145,8 @@ class Trainer:
         pretrained: bool = False,
         stop_after: int | None = None,
         run_config: dict[str, Any] | None = None,
+        frozen_tensors: list[str] | None = None,
+        boosted_tensors: list[str] | None = None,
     ) -> None:
         from fastcls.train.callbacks import (
             Checkpoints,
@@ -149,8 +160,13 @@ class Trainer:
             StopRequest,
         )
 
-        Learner, DataLoaders, trainable_params = _import_fastai()
+        Learner, DataLoaders = _import_fastai()
         self.model, self.train, self.settings = model, train, settings
+        self.frozen_tensors, self.boosted_tensors = list(frozen_tensors or []), list(boosted_tensors or [])
+        _check_tensor_names(model, self.frozen_tensors + self.boosted_tensors)
+        for name, param in model.named_parameters():
+            if name in self.frozen_tensors:
+                param.requires_grad_(False)  # and left out of the optimiser, so no phase unfreezes it
         self.groups = [g.name for g in layer_groups(model)]
         self.phases = plan(settings, len(self.groups))
         if not any(p.frozen or p.spread for p in self.phases):
@@ -158,6 +174,9 @@ class Trainer:
             # (fastai sets and reads every group's hyper-parameters on every batch).
             self.groups = ["all"]
             self.phases = plan(settings, 1)
+        self.layer_group_count = len(self.groups)
+        if self.boosted_tensors:
+            self.groups.append("boosted")  # last, so freezing the leading layer groups never freezes it
         self.history: list[dict[str, Any]] = []
         self.log = EpochLog(self.history, metrics_path)
         folder = metrics_path.parent / "checkpoints" if metrics_path is not None else None
@@ -187,6 +206,11 @@ class Trainer:
             callbacks.append(self.early)
         if settings.freeze_bn:
             callbacks.append(FreezeBatchNorm())
+        if self.boosted_tensors and settings.boost_clip:
+            from fastcls.train.callbacks import BoostClip
+
+            lookup = dict(model.named_parameters())
+            callbacks.append(BoostClip([lookup[name] for name in self.boosted_tensors], settings.boost_clip))
         if self.restart is not None:
             callbacks.append(self.restart)
         self.progress = None
@@ -199,10 +223,11 @@ class Trainer:
             model,
             loss_func=CrossEntropy(label_smoothing=settings.label_smoothing),
             opt_func=opt_func(settings),
-            splitter=param_groups if len(self.groups) > 1 else trainable_params,
+            splitter=self._split,
             train_bn=not settings.freeze_bn,
             cbs=callbacks,
         )
+        self.log.head_index = self.layer_group_count - 1
         for name in ("progress", "ProgressCallback"):
             if hasattr(self.learn, name) and not isinstance(getattr(self.learn, name), ProgressBars):
                 self.learn.remove_cb(getattr(self.learn, name))
@@ -212,9 +237,29 @@ class Trainer:
         self.settings.lr = lr
         self.phases = plan(self.settings, len(self.groups))
 
+    def _split(self, model: nn.Module) -> list[list[nn.Parameter]]:
+        """fastai's splitter: the layer groups (or one group), without the frozen sensitive tensors,
+        and the boosted tensors moved into a last group of their own."""
+        names = {id(p): n for n, p in model.named_parameters()}
+        groups = param_groups(model) if self.layer_group_count > 1 else [list(model.parameters())]
+        keep = [
+            [p for p in group if names[id(p)] not in self.frozen_tensors + self.boosted_tensors] for group in groups
+        ]
+        if self.boosted_tensors:
+            lookup = dict(model.named_parameters())
+            keep.append([lookup[name] for name in self.boosted_tensors])
+        return keep
+
     def _enter(self, phase: Phase) -> list[float]:
         self.learn.freeze_to(phase.frozen)
-        return group_lrs(phase, len(self.groups), self.settings.lr_mult)
+        lrs = group_lrs(phase, self.layer_group_count, self.settings.lr_mult)
+        return lrs + ([self.settings.boost_lr] if self.boosted_tensors else [])
+
+    def _wd(self) -> float | list[float]:
+        if not self.boosted_tensors:
+            return self.settings.wd
+        boost_wd = self.settings.boost_wd if self.settings.boost_wd is not None else self.settings.wd
+        return [self.settings.wd] * self.layer_group_count + [boost_wd]
 
     @property
     def planned_epochs(self) -> int:
@@ -292,7 +337,7 @@ class Trainer:
                 n = len(self.train)
                 sched = PhaseSchedule(scheds, total=phase.epochs * n, done=skip * n)
                 with self.learn.no_logging():
-                    self.learn.fit(phase.epochs - skip, lr=lrs, wd=self.settings.wd, cbs=[sched, *extra])
+                    self.learn.fit(phase.epochs - skip, lr=lrs, wd=self._wd(), cbs=[sched, *extra])
                 skip = 0
                 if self.nan_guard.message or self.stop.reason or (self.early is not None and self.early.stopped):
                     break

@@ -286,6 +286,12 @@ class ImageClassifier:
         )
         valid = Batches(decoded["valid"], prep, max(config.data.bs, 256), **fmt)
         metrics_path = Path(log_dir) / "metrics.csv" if log_dir is not None else None
+        extra = []
+        if settings.embed_every and log_dir is not None:
+            from fastcls.interpret.snapshots import EmbeddingSnapshots
+
+            done = int(resume.state["epoch"]) if resume is not None else 0
+            extra.append(EmbeddingSnapshots(settings.embed_every, Path(log_dir), valid, start_epoch=done))
         sensitive = {}
         for key in ("freeze_sensitive", "boost_sensitive"):
             if getattr(settings, key):
@@ -304,6 +310,7 @@ class ImageClassifier:
             run_config=config.to_dict(),
             frozen_tensors=sensitive.get("freeze_sensitive"),
             boosted_tensors=sensitive.get("boost_sensitive"),
+            extra_callbacks=extra,
         )
         self.sensitive_tensors = {"frozen": trainer.frozen_tensors, "boosted": trainer.boosted_tensors}
         if resume is not None:

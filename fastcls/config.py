@@ -180,6 +180,7 @@ class TrainConfig:
     boost_lr: float | None = None  # the boosted group's peak LR (required with boost_sensitive)
     boost_wd: float | None = None  # the boosted group's weight decay (default: wd)
     boost_clip: float | None = None  # max gradient norm of the boosted tensors together
+    embed_every: int | None = None  # save penultimate features of the valid split every K epochs (interpret)
     compile: bool = False  # torch.compile the model (backend from FASTCLS_COMPILE_BACKEND, default inductor)
 
     def validate(self) -> None:
@@ -215,6 +216,8 @@ class TrainConfig:
             raise ConfigError(f"{given} set without boost_sensitive: add --boost-sensitive FILE:K (e.g. runs/x:2).")
         if self.boost_sensitive is not None and self.boost_lr is None:
             raise ConfigError("--boost-sensitive needs --boost-lr X, the boosted tensors' own peak LR (e.g. 1e-4).")
+        if self.embed_every is not None:
+            _check_range("embed_every", self.embed_every, 1, 100000)
         if self.boost_lr is not None:
             _check_range("boost_lr", self.boost_lr, 1e-12, 100.0)
         if self.boost_wd is not None:

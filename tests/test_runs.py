@@ -49,3 +49,14 @@ def test_metrics_round_trip_and_require_run(tmp_path):
         require_run(tmp_path)
     with pytest.raises(RunError, match="does not exist"):
         require_run(tmp_path / "nope")
+
+
+def test_atomic_writes_get_the_usual_permissions_not_mkstemps_0600(tmp_path):
+    import os
+
+    from fastcls.runs import atomic_write_text
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    atomic_write_text(tmp_path / "a.txt", "x")
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~umask

@@ -38,6 +38,7 @@ __all__ = [
     "Dense",
     "Dropout",
     "EarlyStop",
+    "EmbedEvery",
     "Epochs",
     "Eps",
     "ExistOk",
@@ -255,6 +256,12 @@ BoostLr = Annotated[
 ]
 BoostWd = Annotated[Optional[float], typer.Option(help="Weight decay of the boosted tensors (default: --wd).")]
 BoostClip = Annotated[Optional[float], typer.Option(help="Clip the boosted tensors' gradient norm to this.")]
+EmbedEvery = Annotated[
+    Optional[int],
+    typer.Option(
+        min=1, help="Save the valid split's penultimate features every K epochs, for `fastcls interpret` (pca_epochs)."
+    ),
+]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")]
 

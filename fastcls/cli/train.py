@@ -31,6 +31,7 @@ from fastcls.cli.options import (
     Dense,
     Dropout,
     EarlyStop,
+    EmbedEvery,
     Epochs,
     Eps,
     ExistOk,
@@ -79,7 +80,7 @@ COMMON = (
     "data", "arch", "epochs", "lr", "lr_suggest", "bs", "size", "seed", "wd", "valid_pct", "fraction",
     "on_bad_image", "aug", "opt", "sched", "momentum", "eps", "step_size", "gamma", "label_smoothing",
     "mixup", "cutmix", "clip_grad", "keep", "early_stop", "monitor",
-    "precision", "channels_last", "compile", "log", "workers", *CNN_FLAGS,
+    "precision", "channels_last", "compile", "log", "workers", "embed_every", *CNN_FLAGS,
 )  # fmt: skip
 RUN_FLAGS = ("name", "out", "runs_dir", "exist_ok")
 FINETUNE = (
@@ -191,6 +192,7 @@ def train(
     compile: Compile = None,
     log: Log = None,
     workers: Workers = None,
+    embed_every: EmbedEvery = None,
     blocks: Blocks = None,
     filters: Filters = None,
     organisation: Organisation = None,
@@ -261,6 +263,7 @@ def finetune(
     compile: Compile = None,
     log: Log = None,
     workers: Workers = None,
+    embed_every: EmbedEvery = None,
     blocks: Blocks = None,
     filters: Filters = None,
     organisation: Organisation = None,

@@ -147,6 +147,7 @@ class Trainer:
         run_config: dict[str, Any] | None = None,
         frozen_tensors: list[str] | None = None,
         boosted_tensors: list[str] | None = None,
+        extra_callbacks: list[Any] | None = None,
     ) -> None:
         from fastcls.train.callbacks import (
             Checkpoints,
@@ -201,7 +202,7 @@ class Trainer:
 
         run_folder = metrics_path.parent if metrics_path is not None else None
         self.trackers = trackers(settings.log, self.history, run_folder, run_config or {})
-        callbacks += self.trackers
+        callbacks += self.trackers + list(extra_callbacks or [])
         if self.early is not None:
             callbacks.append(self.early)
         if settings.freeze_bn:

@@ -27,7 +27,9 @@ from fastcls.reporting import Reporter, as_reporter
 from fastcls.runs import StagedRun, atomic_write_text, default_run_name, read_metrics, require_run
 
 if TYPE_CHECKING:
-    from fastcls.train.learner import Resume
+    from collections.abc import Callable, Sequence
+
+    from fastcls.train.learner import Resume, Trainer
 
 __all__ = ["Evaluation", "ImageClassifier", "Prediction", "load", "resume_run", "train_run"]
 
@@ -202,6 +204,7 @@ class ImageClassifier:
         log_dir: str | Path | None,
         stop_after: int | None = None,
         resume: Resume | None = None,
+        callbacks: Sequence[Callable[[Trainer], Any]] = (),
     ):
         """Resolve arch and data, decode, build (and for fine-tuning, load) the model: a Trainer.
 
@@ -315,6 +318,8 @@ class ImageClassifier:
         self.sensitive_tensors = {"frozen": trainer.frozen_tensors, "boosted": trainer.boosted_tensors}
         if resume is not None:
             trainer.restore(resume)
+        for make in callbacks:
+            trainer.learn.add_cb(make(trainer))
         config.model.arch, config.data.size = spec.name, prep.size
         self.config, self.model, self.classes, self.preprocessing = config, model, source.classes, prep
         self.family, self._source = spec.family, source
@@ -330,6 +335,7 @@ class ImageClassifier:
         log_dir: str | Path | None = None,
         stop_after: int | None = None,
         resume: Resume | None = None,
+        callbacks: Sequence[Callable[[Trainer], Any]] = (),
         **options: Any,
     ) -> ImageClassifier:
         """Train on DATA (a folder, CSV or builtin:NAME) with one-cycle AdamW and the strategy.
@@ -339,10 +345,12 @@ class ImageClassifier:
         draws `plots/lr_find.png` into `log_dir`. `log_dir` also receives metrics.csv per epoch,
         the checkpoints and the resume state. `stop_after=N` ends after epoch N of the plan (so does
         Ctrl-C, after the current batch); `self.stopped` then says why. `resume_run` continues it.
+        `callbacks` are factories called with the Trainer, returning extra fastai callbacks (a sweep's
+        per-epoch report to Optuna, for example).
         """
         config = self._resolve(data, options)
         report = as_reporter(reporter, quiet)
-        trainer = self._prepare(config, report, log_dir, stop_after, resume)
+        trainer = self._prepare(config, report, log_dir, stop_after, resume, callbacks)
         if config.train.lr_find:
             found = trainer.lr_find(config.train.lr_suggest)
             trainer.set_lr(found.lr)
@@ -613,7 +621,10 @@ def load(path: str | Path) -> ImageClassifier:
 
 
 def train_run(
-    config: Config, reporter: Reporter | str | None = None, stop_after: int | None = None
+    config: Config,
+    reporter: Reporter | str | None = None,
+    stop_after: int | None = None,
+    callbacks: Sequence[Callable[[Trainer], Any]] = (),
 ) -> tuple[ImageClassifier, Path]:
     """Train as `config` says and write the run folder: what `fastcls train` does.
 
@@ -621,13 +632,14 @@ def train_run(
     Test accuracy is added to the metrics when the data has a test split. With `stop_after=N`
     (or Ctrl-C / SIGTERM, after the current batch) the run is saved after its last finished
     epoch and `resume_run` continues it exactly; an interrupt then raises `Interrupted`.
+    `callbacks`: factories of extra fastai callbacks, each called with the Trainer.
     """
     final = (
         Path(config.run.out)
         if config.run.out
         else Path(config.run.root) / (config.run.name or default_run_name(config.model.arch))
     )
-    return _train_into(final, config, as_reporter(reporter), stop_after, None)
+    return _train_into(final, config, as_reporter(reporter), stop_after, None, callbacks)
 
 
 def resume_run(
@@ -670,11 +682,16 @@ def resume_run(
 
 
 def _train_into(
-    final: Path, config: Config, report: Reporter, stop_after: int | None, resume: Resume | None
+    final: Path,
+    config: Config,
+    report: Reporter,
+    stop_after: int | None,
+    resume: Resume | None,
+    callbacks: Sequence[Callable[[Trainer], Any]] = (),
 ) -> tuple[ImageClassifier, Path]:
     with StagedRun(final, config.run.exist_ok) as staged:
         clf = ImageClassifier.from_config(config).fit(
-            reporter=report, log_dir=staged.staging, stop_after=stop_after, resume=resume
+            reporter=report, log_dir=staged.staging, stop_after=stop_after, resume=resume, callbacks=callbacks
         )
         if clf._source is not None and "test" in clf._source.splits:
             result = clf.evaluate(split="test")

@@ -29,6 +29,7 @@ __all__ = [
     "TrainConfig",
     "load_config",
     "parse_fraction",
+    "route_dropout",
 ]
 
 BAD_IMAGE_POLICIES = ("skip", "error")
@@ -59,6 +60,14 @@ def parse_log_names(value: str) -> list[str]:
     for name in names:
         _check_choice("log", name, LOGGERS)
     return names
+
+
+def route_dropout(flat: dict[str, Any], arch: str) -> dict[str, Any]:
+    """A flat `dropout` setting is the cnn's own (`cnn.dropout`) or, for any other arch, the head's
+    (`head_dropout`, timm's drop_rate). `arch` may be a comma-separated list (scaling): cnn wins."""
+    if "dropout" in flat and "cnn" not in str(arch).split(","):
+        flat["head_dropout"] = flat.pop("dropout")
+    return flat
 
 
 def _check_range(name: str, value: float, low: float, high: float | None = None) -> None:

@@ -8,8 +8,11 @@ from __future__ import annotations
 import typer
 
 from fastcls import __version__
-from fastcls.cli import inspect, train, use
+from fastcls.cli import ensemble, inspect, train, use
 from fastcls.cli.common import DEBUG
+from fastcls.cli.interpret import register as register_interpret
+from fastcls.cli.sensitivity import register as register_sensitivity
+from fastcls.cli.studies import register as register_studies
 
 __all__ = ["app", "main"]
 
@@ -42,6 +45,10 @@ def _root(
 train.register(app)
 use.register(app)
 inspect.register(app)
+register_interpret(app)
+register_sensitivity(app)
+ensemble.register(app)
+register_studies(app)
 
 
 def main() -> None:

@@ -90,12 +90,10 @@ FINETUNE = (
 
 
 def _config(config_file: Path | None, flat: dict[str, Any]):
-    from fastcls.config import Config, load_config
+    from fastcls.config import Config, load_config, route_dropout
 
     base = load_config(config_file) if config_file else Config()
-    if "dropout" in flat and (flat.get("arch") or base.model.arch) != "cnn":
-        flat["head_dropout"] = flat.pop("dropout")  # --dropout means the head's dropout for any arch
-    return base.merged(Config.nest(flat))
+    return base.merged(Config.nest(route_dropout(flat, flat.get("arch") or base.model.arch)))
 
 
 def _train_or_resume(

@@ -22,7 +22,7 @@ def _train(tmp_path, data, log: str):
 def test_the_config_knows_every_tracker():
     assert tuple(TRACKERS) == LOGGERS
     assert Config().merged({"train": {"log": " tensorboard , csv"}}).train.log == "tensorboard,csv"
-    with pytest.raises(ConfigError, match="'tensorbord' is not one of csv, tensorboard, wandb.*tensorboard"):
+    with pytest.raises(ConfigError, match=r"'tensorbord' is not one of csv, tensorboard, wandb.*tensorboard"):
         Config().merged({"train": {"log": "tensorbord"}})
 
 

@@ -49,7 +49,11 @@ def main() -> None:
                 "seconds_per_epoch": median,
                 "ratio_vs_0": {n: round(median[n] / median[0], 3) for n in counts},
                 "fastest": min(median, key=median.get),
-                "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "cpu": platform.processor()},
+                "machine": {
+                    "cpus": os.cpu_count(),
+                    "torch_threads": torch.get_num_threads(),
+                    "cpu": platform.processor(),
+                },
             },
             indent=2,
         )

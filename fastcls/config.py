@@ -29,6 +29,7 @@ __all__ = [
     "TrainConfig",
     "load_config",
     "parse_fraction",
+    "read_toml",
     "route_dropout",
 ]
 
@@ -360,13 +361,19 @@ def _coerce(where: str, value: Any, annotation: Any) -> Any:
     return value
 
 
+def read_toml(
+    path: str | Path, what: str = "config file", hint: str = "", error: type[ConfigError] = ConfigError
+) -> dict[str, Any]:
+    """A TOML file as a dict; a missing or malformed file is `error` naming `what` it should be."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise error(f"{what} {str(path)!r} does not exist{hint}.")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise error(f"{what} {str(path)!r} is not valid TOML: {exc}.") from None
+
+
 def load_config(path: str | Path) -> Config:
     """Read a config TOML (for example a run's own `config.toml`) into a validated `Config`."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist.")
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}.") from None
-    return Config.from_dict(raw)
+    return Config.from_dict(read_toml(path))

@@ -27,9 +27,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import tomllib
-
-from fastcls.errors import ConfigError, DataError, RunError, did_you_mean
+from fastcls.errors import ConfigError, DataError, FastclsError, RunError, did_you_mean
 from fastcls.runs import atomic_write_bytes, atomic_write_text, require_run
 
 if TYPE_CHECKING:
@@ -298,11 +296,13 @@ class _Member:
 
     def carve_settings(self) -> tuple[float, int]:
         """(valid_pct, seed) the run was trained with: how it carved valid out of class folders."""
+        from fastcls.config import Config, load_config
+
         try:
-            raw = tomllib.loads((self.path / "config.toml").read_text(encoding="utf-8"))
-            return float(raw.get("data", {}).get("valid_pct", 0.2)), int(raw.get("train", {}).get("seed", 42))
-        except (OSError, tomllib.TOMLDecodeError, TypeError, ValueError):
-            return 0.2, 42
+            config = load_config(self.path / "config.toml")
+        except FastclsError:
+            config = Config()  # no usable config.toml: the defaults it was trained with
+        return config.data.valid_pct, config.train.seed
 
 
 def _run_member(clf: ImageClassifier, paths: Sequence[Path], tta: bool, reporter: Reporter | None, label: str):

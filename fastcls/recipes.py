@@ -443,13 +443,10 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = (), smoke: bool = F
     Every mistake is found here, before the first step trains: a 15-minute recipe should not
     fail at minute 12 on a typo.
     """
+    from fastcls.config import read_toml
+
     path = Path(path)
-    if not path.is_file():
-        raise RecipeError(f"recipe {str(path)!r} does not exist; the shipped ones are in tasks/.")
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise RecipeError(f"recipe {str(path)!r} is not valid TOML: {exc}.") from None
+    raw = read_toml(path, "recipe", "; the shipped ones are in tasks/", RecipeError)
     where = str(path)
     extra = sorted(set(raw) - set(TOP_LEVEL))
     if extra:

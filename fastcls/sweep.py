@@ -34,8 +34,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import tomllib
-
 from fastcls.errors import ConfigError, FastclsError, did_you_mean
 from fastcls.runs import atomic_write_text
 
@@ -258,14 +256,9 @@ def load_space(space: str | Path | Mapping[str, Any]) -> list[Param]:
     """A space from a TOML file (its `[params]` table) or from a dict already read."""
     if isinstance(space, Mapping):
         return parse_space(space)
-    path = Path(space).expanduser()
-    if not path.is_file():
-        raise ConfigError(f"space file {str(path)!r} does not exist; write one with a [params] table.")
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"space file {str(path)!r} is not valid TOML: {exc}.") from None
-    return parse_space(raw)
+    from fastcls.config import read_toml
+
+    return parse_space(read_toml(space, "space file", "; write one with a [params] table"))
 
 
 # -- samplers, pruners, metrics -----------------------------------------------------------------

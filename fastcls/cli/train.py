@@ -123,12 +123,6 @@ def _train_or_resume(
     _show(*train_run(config, reporter_for(quiet), stop_after), quiet, as_json)
 
 
-def _train_and_show(config, quiet: bool, as_json: bool) -> None:
-    from fastcls.api import train_run
-
-    _show(*train_run(config, reporter_for(quiet)), quiet, as_json)
-
-
 def _show(clf, path: Path, quiet: bool, as_json: bool) -> None:
     metrics = dict(clf.metrics)
     if as_json:
@@ -384,7 +378,9 @@ def run(
         run_settings["name"] = name
     if inside_run:
         run_settings["root"] = str(config_file.parent.parent)
-    _train_and_show(config.merged({"run": run_settings}), quiet, as_json)
+    from fastcls.api import train_run
+
+    _show(*train_run(config.merged({"run": run_settings}), reporter_for(quiet)), quiet, as_json)
 
 
 def register(app: typer.Typer) -> None:

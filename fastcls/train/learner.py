@@ -242,10 +242,9 @@ class Trainer:
         """fastai's splitter: the layer groups (or one group), without the frozen sensitive tensors,
         and the boosted tensors moved into a last group of their own."""
         names = {id(p): n for n, p in model.named_parameters()}
+        moved = set(self.frozen_tensors) | set(self.boosted_tensors)
         groups = param_groups(model) if self.layer_group_count > 1 else [list(model.parameters())]
-        keep = [
-            [p for p in group if names[id(p)] not in self.frozen_tensors + self.boosted_tensors] for group in groups
-        ]
+        keep = [[p for p in group if names[id(p)] not in moved] for group in groups]
         if self.boosted_tensors:
             lookup = dict(model.named_parameters())
             keep.append([lookup[name] for name in self.boosted_tensors])
@@ -309,8 +308,8 @@ class Trainer:
             return []
         if done_in_phase > 0:
             optimizer = state["optimizer"]
-            if isinstance(self.learn.opt, Optimizer) or hasattr(self.learn.opt, "slow_weights"):
-                optimizer = _to_device(optimizer, self.device)  # fastai's own optimisers keep state as given
+            if isinstance(self.learn.opt, Optimizer):  # fastai's own (Lamb, Ranger) keep state as given
+                optimizer = _to_device(optimizer, self.device)
             self.learn.opt.load_state_dict(optimizer)
         restore_rng(state["rng"], self.train.generator)
         return [ScalerState(state["scaler"])] if state.get("scaler") and done_in_phase > 0 else []

@@ -26,7 +26,7 @@ RESUME_FORMAT = 1
 def plain(value: Any) -> Any:
     """A copy of `value` that `torch.load(weights_only=True)` accepts: tensors, numbers, str, lists, dicts."""
     if isinstance(value, torch.Tensor):
-        return value.detach().cpu().clone()
+        return value.detach().cpu()  # serialised at once, so no copy is needed
     if isinstance(value, np.ndarray):
         return torch.from_numpy(value.copy())
     if isinstance(value, np.generic):

@@ -18,7 +18,7 @@ from fastai.callback.core import Callback
 
 from fastcls.errors import ConfigError
 
-__all__ = ["EPOCH_KEYS", "TRACKERS", "TensorBoardLog", "WandbLog", "parse_log", "trackers"]
+__all__ = ["EPOCH_KEYS", "TRACKERS", "TensorBoardLog", "WandbLog", "trackers"]
 
 EPOCH_KEYS = ("train_loss", "valid_loss", "accuracy", "top5", "lr")
 
@@ -107,15 +107,11 @@ TRACKERS: dict[str, Callable[..., Callback] | None] = {
 }
 
 
-def parse_log(value: str) -> list[str]:
-    """`csv`, `tensorboard`, `csv,wandb`, ... -> the tracker names; unknown names are a ConfigError."""
-    from fastcls.config import parse_log_names
-
-    return parse_log_names(value)
-
-
 def trackers(value: str, history: list[dict[str, Any]], folder: Path | None, config: dict[str, Any]) -> list[Any]:
     """The tracker callbacks `value` asks for; none without a run folder to write into."""
     if folder is None:
         return []
-    return [TRACKERS[name](history, folder, config) for name in parse_log(value) if TRACKERS[name] is not None]
+    from fastcls.config import parse_log_names
+
+    names = parse_log_names(value)
+    return [TRACKERS[name](history, folder, config) for name in names if TRACKERS[name] is not None]

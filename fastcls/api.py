@@ -363,7 +363,10 @@ class ImageClassifier:
                 lr_find_plot(found, Path(log_dir) / "plots" / "lr_find.png")
         self.history = trainer.fit()
         kept = trainer.checkpoints.epochs[config.train.keep]
-        self.metrics.update({k: v for k, v in self.history[kept - 1].items() if k not in ("epoch", "phase")})
+        row = self.history[kept - 1]
+        self.metrics.update({k: v for k, v in row.items() if k not in ("epoch", "phase")})
+        if "ema" in config.train.keep:  # the shipped model is the average: its scores are the run's
+            self.metrics.update({k: row[f"ema_{k}"] for k in ("valid_loss", "accuracy", "top5")})
         self.metrics.update(kept_epoch=kept, stopped_early=bool(trainer.early and trainer.early.stopped))
         self.checkpoint_epochs = dict(trainer.checkpoints.epochs)
         self.diverged = trainer.nan_guard.message

@@ -31,6 +31,7 @@ from fastcls.cli.options import (
     Fraction,
     FreezeBn,
     FreezeEpochs,
+    FrozenBn,
     Gamma,
     Keep,
     Kernel,
@@ -66,7 +67,7 @@ TRAINING = (
     "momentum", "eps", "step_size", "gamma", "label_smoothing", "mixup", "cutmix", "clip_grad", "keep",
     "early_stop", "monitor", "precision", "channels_last", *CNN_FLAGS,
 )  # fmt: skip
-FINETUNING = ("strategy", "freeze_epochs", "lr_mult", "unfreeze_every", "freeze_bn")
+FINETUNING = ("strategy", "freeze_epochs", "lr_mult", "unfreeze_every", "freeze_bn", "frozen_bn")
 
 
 def _base(config_file: Path | None, flat: dict[str, Any]):
@@ -104,6 +105,7 @@ def sweep(
     lr_mult: LrMult = None,
     unfreeze_every: UnfreezeEvery = None,
     freeze_bn: FreezeBn = None,
+    frozen_bn: FrozenBn = None,
     bs: Bs = None,
     size: Size = None,
     seed: Seed = None,
@@ -225,6 +227,7 @@ def scaling(
     lr_mult: LrMult = None,
     unfreeze_every: UnfreezeEvery = None,
     freeze_bn: FreezeBn = None,
+    frozen_bn: FrozenBn = None,
     bs: Bs = None,
     size: Size = None,
     seed: Seed = None,

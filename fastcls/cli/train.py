@@ -21,6 +21,7 @@ from fastcls.cli.options import (
     BoostSensitive,
     BoostWd,
     Bs,
+    CacheFeatures,
     ChannelsLast,
     ClipGrad,
     Compile,
@@ -31,6 +32,7 @@ from fastcls.cli.options import (
     Dense,
     Dropout,
     EarlyStop,
+    Ema,
     EmbedEvery,
     Epochs,
     Eps,
@@ -40,6 +42,7 @@ from fastcls.cli.options import (
     FreezeBn,
     FreezeEpochs,
     FreezeSensitive,
+    FrozenBn,
     Gamma,
     Keep,
     Kernel,
@@ -79,12 +82,12 @@ __all__ = ["register"]
 COMMON = (
     "data", "arch", "epochs", "lr", "lr_suggest", "bs", "size", "seed", "wd", "valid_pct", "fraction",
     "on_bad_image", "aug", "opt", "sched", "momentum", "eps", "step_size", "gamma", "label_smoothing",
-    "mixup", "cutmix", "clip_grad", "keep", "early_stop", "monitor",
+    "mixup", "cutmix", "clip_grad", "keep", "ema", "early_stop", "monitor",
     "precision", "channels_last", "compile", "log", "workers", "embed_every", *CNN_FLAGS,
 )  # fmt: skip
 RUN_FLAGS = ("name", "out", "runs_dir", "exist_ok")
 FINETUNE = (
-    "weights", "strategy", "freeze_epochs", "lr_mult", "unfreeze_every", "freeze_bn",
+    "weights", "strategy", "freeze_epochs", "lr_mult", "unfreeze_every", "freeze_bn", "frozen_bn", "cache_features",
     "freeze_sensitive", "boost_sensitive", "boost_lr", "boost_wd", "boost_clip",
 )  # fmt: skip
 
@@ -177,6 +180,7 @@ def train(
     cutmix: Cutmix = None,
     clip_grad: ClipGrad = None,
     keep: Keep = None,
+    ema: Ema = None,
     early_stop: EarlyStop = None,
     monitor: Monitor = None,
     precision: Precision = None,
@@ -224,6 +228,8 @@ def finetune(
     lr_mult: LrMult = None,
     unfreeze_every: UnfreezeEvery = None,
     freeze_bn: FreezeBn = None,
+    frozen_bn: FrozenBn = None,
+    cache_features: CacheFeatures = None,
     freeze_sensitive: FreezeSensitive = None,
     boost_sensitive: BoostSensitive = None,
     boost_lr: BoostLr = None,
@@ -248,6 +254,7 @@ def finetune(
     cutmix: Cutmix = None,
     clip_grad: ClipGrad = None,
     keep: Keep = None,
+    ema: Ema = None,
     early_stop: EarlyStop = None,
     monitor: Monitor = None,
     precision: Precision = None,

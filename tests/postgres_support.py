@@ -75,12 +75,16 @@ def postgres_server(database: str = "fastcls") -> Iterator[str]:
 
     started = False
     try:
-        made = run(str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8")
+        made = run(
+            str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8"
+        )
         assert made.returncode == 0, f"initdb failed: {made.stderr}"
         for _ in range(3):  # the port is free when probed; another process may take it before the server does
             port = _free_port()
             options = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=40"
-            start = run(str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options, "-w", "-t", "60", "start")
+            start = run(
+                str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options, "-w", "-t", "60", "start"
+            )
             if start.returncode == 0:
                 started = True
                 break

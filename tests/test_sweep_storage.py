@@ -1,4 +1,4 @@
-"""Sweep storages: journal files with heartbeats, stale trials failed and retried, URL errors, one heartbeat per study."""
+"""Sweep storages: journal files with heartbeats, stale trials failed and retried, URL errors, heartbeat per study."""
 
 from __future__ import annotations
 
@@ -99,7 +99,10 @@ def test_a_study_keeps_one_heartbeat_for_all_its_workers(tmp_path):
 
 
 def test_passwords_are_hidden_wherever_the_url_is_shown():
-    assert shown_storage("postgresql+psycopg://me:secret@db.lan:5432/sweeps") == "postgresql+psycopg://me:***@db.lan:5432/sweeps"
+    assert (
+        shown_storage("postgresql+psycopg://me:secret@db.lan:5432/sweeps")
+        == "postgresql+psycopg://me:***@db.lan:5432/sweeps"
+    )
     assert shown_storage("journal:///shared/sweep.log") == "journal:///shared/sweep.log"
     assert shown_storage("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
 

@@ -566,6 +566,7 @@ def _retry(study: optuna.Study, trial: optuna.trial.FrozenTrial, retry_failed: i
     the trial without its user attributes so the retry starts with a clean note and its own run folder.
     """
     import copy
+    import warnings
 
     import optuna
 
@@ -574,7 +575,9 @@ def _retry(study: optuna.Study, trial: optuna.trial.FrozenTrial, retry_failed: i
     fresh = copy.copy(trial)
     fresh.user_attrs = {}
     fresh.system_attrs = {k: v for k, v in trial.system_attrs.items() if k != HEARTBEAT_ATTR}
-    optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=retry_failed)(study, fresh)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=retry_failed)(study, fresh)
     return True
 
 

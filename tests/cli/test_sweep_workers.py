@@ -64,11 +64,22 @@ def _wait(check: Callable[[], object], timeout: float, what: str, processes: lis
     pytest.fail(f"timed out after {timeout} s waiting for {what}")
 
 
-def _load(storage, name: str):
+_STORAGES: dict[str, object] = {}
+
+
+def _load(url: str, name: str):
+    """The study as the workers see it, or None before a worker has created it.
+
+    The storage is opened through fastcls's own open_storage: this test process is one more client
+    racing the workers to create the database's tables, and open_storage retries that race."""
     import optuna
 
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        return None  # the worker has not made its sweep folder yet
+    if url not in _STORAGES:
+        _STORAGES[url] = open_storage(url)
     try:
-        return optuna.load_study(study_name=name, storage=storage)
+        return optuna.load_study(study_name=name, storage=_STORAGES[url])
     except KeyError:  # no worker has created it yet
         return None
 
@@ -96,13 +107,12 @@ def test_postgres_study_finishes_when_a_worker_is_killed_mid_trial(tmp_path, spa
     The survivor is held (SIGSTOP) from just before the kill until the dead trial's heartbeat is older
     than the grace period, so it certainly starts a trial after that: without the hold, whether a fast
     machine starts one in time would be luck."""
-    import optuna
 
     out = tmp_path / "sweep"
     command = _command(class_folders, space, postgres_url, "pg", out, "--epochs", "1", "--heartbeat", "1")
     victim = _start([*command, "--trials", "1"])
     survivor = _start([*command, "--trials", "3", "--retry-failed", "1", "--json"])
-    storage = optuna.storages.RDBStorage(postgres_url)
+    storage = postgres_url
     try:
         for worker in (victim, survivor):
             _wait(
@@ -124,7 +134,7 @@ def test_postgres_study_finishes_when_a_worker_is_killed_mid_trial(tmp_path, spa
     assert victim.returncode == -signal.SIGKILL and survivor.returncode == 0, stderr
     assert json.loads(stdout)["ran"] == 3
 
-    trials = optuna.load_study(study_name="pg", storage=storage).trials
+    trials = _load(storage, "pg").trials
     assert len(trials) == 4  # the killed trial, and the survivor's three (one of them its retry)
     assert {t.number: t.state.name for t in trials} == {t.number: "COMPLETE" for t in trials} | {killed.number: "FAIL"}
     (retry,) = [t for t in trials if t.system_attrs.get("retry_history")]
@@ -170,22 +180,21 @@ def test_a_trial_stopped_by_sigterm_is_queued_again(tmp_path, space, class_folde
     """SIGTERM (a cluster preempting the job) stops the trial after its batch; with --retry-failed its
     settings are queued as a WAITING trial, which the next worker to ask takes before any new one
     (as the PostgreSQL test shows for a killed worker's trial)."""
-    import optuna
 
     out = tmp_path / "sweep"
     command = _command(class_folders, space, None, "term", out, "--epochs", "15", "--retry-failed", "1")
     storage = f"sqlite:///{out / 'sweep.db'}"
     worker = _start([*command, "--trials", "2"])
     try:
-        opened = lambda: _load(storage, "term") if (out / "sweep.db").exists() else None  # noqa: E731
-        _wait(lambda: (s := opened()) and any(t.intermediate_values for t in s.get_trials()), 240, "epoch 1", [worker])
+        reported = lambda: (s := _load(storage, "term")) and any(t.intermediate_values for t in s.get_trials())  # noqa: E731
+        _wait(reported, 240, "epoch 1", [worker])
         worker.send_signal(signal.SIGTERM)
         _, stderr = worker.communicate(timeout=120)
     finally:
         _stop([worker])
     assert worker.returncode == 130, stderr
     assert "SIGTERM after epoch" in stderr and "trial 0 was stopped; its settings run first" in stderr
-    stopped, queued = optuna.load_study(study_name="term", storage=storage).trials
+    stopped, queued = _load(storage, "term").trials
     assert (stopped.state.name, queued.state.name) == ("FAIL", "WAITING") and queued.params == stopped.params
     assert queued.system_attrs["retry_history"] == [0] and queued.user_attrs == {}
     assert (Path(stopped.user_attrs["run"]) / "model.safetensors").is_file()  # the stopped run was saved

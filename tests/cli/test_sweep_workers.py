@@ -67,6 +67,17 @@ def _wait(check: Callable[[], object], timeout: float, what: str, processes: lis
 _STORAGES: dict[str, object] = {}
 
 
+@pytest.fixture(autouse=True)
+def _close_storages():
+    """Close the test's own connections to each study when the test ends (its server is stopped then)."""
+    yield
+    for storage in _STORAGES.values():
+        engine = getattr(storage, "engine", None)
+        if engine is not None:
+            engine.dispose()
+    _STORAGES.clear()
+
+
 def _load(url: str, name: str):
     """The study as the workers see it, or None before a worker has created it.
 

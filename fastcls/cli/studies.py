@@ -84,7 +84,16 @@ def sweep(
     space: Path = typer.Option(..., "--space", help="TOML with a [params] table: float, int or choice entries."),
     trials: int = typer.Option(10, "--trials", "-n", min=0, help="Trials this process runs (more join the study)."),
     storage: str = typer.Option(
-        None, help="Optuna storage URL shared by every worker (default: sqlite:///OUT/sweep.db; postgresql://...)."
+        None,
+        help="Optuna storage shared by every worker: sqlite:///OUT/sweep.db (default), "
+        "postgresql+psycopg://user@host/db (pip install 'fastcls[postgres]') or journal:///shared/path/sweep.log "
+        "(a file on NFS, no server).",
+    ),
+    heartbeat: int = typer.Option(
+        60, min=1, help="Seconds between a running trial's heartbeats; one silent twice that long (worker died) fails."
+    ),
+    retry_failed: int = typer.Option(
+        0, min=0, help="Run the settings of a trial whose worker died or was stopped (Ctrl-C, SIGTERM) again, N times."
     ),
     sampler: str = typer.Option("tpe", help="tpe (default), random or grid (every combination, ints/choices)."),
     pruner: str = typer.Option("median", help="median (stop trials below the median at an epoch) or none."),
@@ -145,8 +154,8 @@ def sweep(
 
     Settings not in the space are fixed by the usual flags. Writes trials.csv, best.toml (train
     it with `fastcls run OUT/best.toml`), importance.csv and plots/ (parallel.png, trials.png).
-    Start the same command in more terminals (or machines, with --storage postgresql://...) to
-    run trials in parallel; run it again to add trials.
+    Start the same command in more terminals (or machines, with --storage postgresql+psycopg://...
+    or journal:///shared/...) to run trials in parallel; run it again to add trials.
 
     Example: fastcls sweep builtin:digits --space space.toml --trials 20 --arch cnn --epochs 3
     """
@@ -171,6 +180,8 @@ def sweep(
         settings=flat,
         base=base,
         sampler_seed=sampler_seed,
+        heartbeat=heartbeat,
+        retry_failed=retry_failed,
         reporter=reporter_for(quiet or as_json),
     )
     if as_json:

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import tomllib
 from dataclasses import dataclass, field, fields
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from fastcls.errors import ConfigError, did_you_mean
 

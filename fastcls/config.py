@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import tomllib
 from dataclasses import dataclass, field, fields
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from fastcls.errors import ConfigError, did_you_mean
 
@@ -31,6 +30,7 @@ __all__ = [
     "parse_fraction",
     "read_toml",
     "route_dropout",
+    "settings_differences",
 ]
 
 BAD_IMAGE_POLICIES = ("skip", "error")
@@ -394,3 +394,13 @@ def read_toml(
 def load_config(path: str | Path) -> Config:
     """Read a config TOML (for example a run's own `config.toml`) into a validated `Config`."""
     return Config.from_dict(read_toml(path))
+
+
+def settings_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Each dotted key whose value differs between two nested dicts, as 'key (old then, new now)'."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new), key=str):
+            out += settings_differences(old.get(key), new.get(key), f"{prefix}{key}.")
+        return out
+    return [] if old == new else [f"{prefix.rstrip('.')} ({old!r} then, {new!r} now)"]

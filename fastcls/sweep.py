@@ -38,6 +38,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fastcls.config import settings_differences
 from fastcls.errors import ConfigError, FastclsError, did_you_mean
 from fastcls.runs import atomic_write_text
 
@@ -611,16 +612,6 @@ def _fingerprint(config: Config, params: list[Param], metric: str) -> dict[str, 
     settings.pop("run", None)
     settings.get("data", {}).pop("source", None)  # machines may mount the same data at different paths
     return {"metric": metric, "space": {p.name: p.to_dict() for p in params}, "settings": settings}
-
-
-def settings_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
-    """Each dotted key whose value differs between two nested dicts, as 'key (old then, new now)'."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        out = []
-        for key in sorted(set(old) | set(new), key=str):
-            out += settings_differences(old.get(key), new.get(key), f"{prefix}{key}.")
-        return out
-    return [] if old == new else [f"{prefix.rstrip('.')} ({old!r} then, {new!r} now)"]
 
 
 def _check_joinable(study: optuna.Study, fingerprint: dict[str, Any]) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from fastcls.cli.common import console, handled, print_json, reporter_for
+from fastcls.cli.common import console, esc, handled, print_json, reporter_for
 from fastcls.cli.options import (
     CNN_FLAGS,
     Activation,
@@ -196,11 +196,15 @@ def _show_sweep(result) -> None:
     out = console()
     counts = result.counts()
     summary = ", ".join(f"{n} {state}" for state, n in counts.items()) or "no trials"
-    out.print(f"study [bold]{result.study}[/bold]: {len(result.trials)} trials ({summary}); this call ran {result.ran}")
+    out.print(
+        f"study [bold]{esc(result.study)}[/bold]: {len(result.trials)} trials ({summary}); this call ran {result.ran}"
+    )
     names = [p.name for p in result.params]
-    table = Table("trial", result.metric, *names, "epochs", "seconds", title=f"best trials by {result.metric}")
+    table = Table(
+        "trial", result.metric, *map(esc, names), "epochs", "seconds", title=f"best trials by {result.metric}"
+    )
     for trial in result.ranked()[:10]:
-        cells = [_fmt(trial.params.get(n)) for n in names]
+        cells = [esc(_fmt(trial.params.get(n))) for n in names]
         table.add_row(
             str(trial.number), f"{trial.value:.4f}", *cells, str(trial.epochs or ""), f"{trial.seconds or 0:.0f}"
         )
@@ -208,14 +212,14 @@ def _show_sweep(result) -> None:
         out.print(table)
     if result.importance:
         shares = ", ".join(f"{k} {v:.2f}" for k, v in result.importance.items())
-        out.print(f"importance ({result.importance_note}): {shares}")
+        out.print(f"importance ({esc(result.importance_note)}): {esc(shares)}")
     else:
-        out.print(f"[yellow]importance: {result.importance_note}[/yellow]")
+        out.print(f"[yellow]importance: {esc(result.importance_note)}[/yellow]")
     if result.best_config:
-        out.print(f"best: trial {result.best.number}; train it with: fastcls run {result.best_config}")
+        out.print(f"best: trial {result.best.number}; train it with: fastcls run {esc(result.best_config)}")
     else:
         out.print("[yellow]no trial completed yet, so there is no best.toml[/yellow]")
-    out.print(f"files in [bold]{result.out}[/bold]: " + ", ".join(p.name for p in result.files.values()))
+    out.print(f"files in [bold]{esc(result.out)}[/bold]: " + esc(", ".join(p.name for p in result.files.values())))
 
 
 def _fmt(value: Any) -> str:
@@ -311,17 +315,19 @@ def _show_scaling(result) -> None:
         ["test acc"] if has_test else []
     )
     table = Table(
-        *columns, "seconds", title=f"{result.data}: {result.epochs} epoch{'s' if result.epochs != 1 else ''} per cell"
+        *columns,
+        "seconds",
+        title=f"{esc(result.data)}: {result.epochs} epoch{'s' if result.epochs != 1 else ''} per cell",
     )
     for c in result.cells:
         cells = [c.arch, c.init, c.label.replace("-", "/"), str(c.train_images), f"{c.train_accuracy:.4f}",
                  f"{c.valid_accuracy:.4f}"]  # fmt: skip
         if has_test:
             cells.append("" if c.test_accuracy is None else f"{c.test_accuracy:.4f}")
-        table.add_row(*cells, "reused" if c.reused else f"{c.seconds:.0f}")
+        table.add_row(*map(esc, cells), "reused" if c.reused else f"{c.seconds:.0f}")
     out = console()
     out.print(table)
-    out.print(f"results: {result.files['results']}; plot: {result.files['plot']}")
+    out.print(f"results: {esc(result.files['results'])}; plot: {esc(result.files['plot'])}")
 
 
 def show_recipe(result, quiet: bool, as_json: bool) -> None:
@@ -335,16 +341,18 @@ def show_recipe(result, quiet: bool, as_json: bool) -> None:
 
     from fastcls.recipes import format_value
 
-    table = Table(*result.columns, title=f"{result.name}: result")
+    table = Table(*map(esc, result.columns), title=f"{esc(result.name)}: result")
     for row in result.table:
-        table.add_row(*(format_value(row.get(c)) for c in result.columns))
+        table.add_row(*(esc(format_value(row.get(c))) for c in result.columns))
     out = console()
     out.print(table)
     if result.headline:
-        out.print(result.headline)
+        out.print(esc(result.headline))
     reused = sum(s.reused for s in result.steps)
     note = f" ({reused} reused)" if reused else ""
-    out.print(f"[green]done[/green]: {len(result.steps)} steps{note} in {result.seconds:.0f}s; report: {result.report}")
+    out.print(
+        f"[green]done[/green]: {len(result.steps)} steps{note} in {result.seconds:.0f}s; report: {esc(result.report)}"
+    )
 
 
 def register(app: typer.Typer) -> None:

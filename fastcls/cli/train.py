@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from fastcls.cli.common import console, handled, print_json, reporter_for
+from fastcls.cli.common import console, esc, handled, print_json, reporter_for
 from fastcls.cli.options import (
     CNN_FLAGS,
     Activation,
@@ -136,6 +136,7 @@ def _show(clf, path: Path, quiet: bool, as_json: bool) -> None:
                 "epochs": len(clf.history),
                 "planned_epochs": clf.planned_epochs,
                 "stopped": clf.stopped,
+                "resumed_after": clf.resumed_after,
                 "base_lr": clf.config.train.lr,
             }
             | metrics
@@ -146,13 +147,15 @@ def _show(clf, path: Path, quiet: bool, as_json: bool) -> None:
     line = f"valid accuracy {metrics['accuracy']:.4f}"
     if "test_accuracy" in metrics:
         line += f", test accuracy {metrics['test_accuracy']:.4f}"
+    if clf.resumed_after is not None:
+        line += f" (resumed after epoch {clf.resumed_after})"
     if clf.stopped:
         console().print(
             f"[yellow]stopped[/yellow] after epoch {len(clf.history)} of {clf.planned_epochs} ({clf.stopped}): {line}; "
-            f"run saved to [bold]{path}[/bold]. Finish it with: fastcls train --resume {path}"
+            f"run saved to [bold]{esc(path)}[/bold]. Finish it with: fastcls train --resume {esc(path)}"
         )
         return
-    console().print(f"[green]done[/green]: {line}; run saved to [bold]{path}[/bold]")
+    console().print(f"[green]done[/green]: {line}; run saved to [bold]{esc(path)}[/bold]")
 
 
 def train(
@@ -337,7 +340,7 @@ def lr_find(
     for key, value in result.suggestions.items():
         mark = "  <- picked" if key == result.suggest else ""
         out.print(f"{key:8s} {value:.3g}{mark}")
-    out.print(f"plot: {plot}")
+    out.print(f"plot: {esc(plot)}")
 
 
 def run(

@@ -230,7 +230,10 @@ class Checkpoints(Callback):
     """After every epoch: `last`, and `best-valid_loss` / `best-accuracy` when they improve.
 
     The two bests can differ (a lower loss is not always a higher accuracy), so both are kept, in
-    memory and, when `folder` is set, as `checkpoints/<name>.safetensors` (written atomically).
+    memory and, when `folder` is set, as `checkpoints/<name>.safetensors` (written atomically, with
+    the epoch in the metadata). An epoch's files are first written under pending names and put in
+    place by `publish()`, which ResumePoint calls once resume.pt records the epoch (see
+    fastcls.train.resume), so a kill never leaves checkpoints of an epoch resume.pt does not know.
     """
 
     order = 65  # after EpochLog has written the epoch's row
@@ -243,21 +246,38 @@ class Checkpoints(Callback):
         self.epochs: dict[str, int] = {}
         self.monitor = monitor
         self.ema: nn.Module | None = None  # the averaged model, with --ema: checkpoints `ema` and `best-ema`
+        self.pending: list[str] = []
 
     def _store(self, name: str, row: dict[str, Any], model: nn.Module | None = None) -> None:
         model = model if model is not None else self.network
         state = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
         self.states[name], self.epochs[name] = state, row["epoch"]
-        self.write(name)
+        self.write(name, pending=True)
 
-    def write(self, name: str) -> None:
-        """Write checkpoint `name` to `folder/<name>.safetensors` (atomically), when there is a folder."""
+    def write(self, name: str, pending: bool = False) -> None:
+        """Write checkpoint `name` to `folder/<name>.safetensors` (atomically), when there is a folder;
+        `pending`: under its pending name, until `publish()`."""
         if self.folder is not None:
             from safetensors.torch import save
 
             from fastcls.runs import atomic_write_bytes
+            from fastcls.train.resume import pending_checkpoint
 
-            atomic_write_bytes(self.folder / f"{name}.safetensors", save(self.states[name]))
+            epoch = self.epochs[name]
+            file = pending_checkpoint(name, epoch) if pending else f"{name}.safetensors"
+            atomic_write_bytes(self.folder / file, save(self.states[name], metadata={"epoch": str(epoch)}))
+            if pending:
+                self.pending.append(name)
+
+    def publish(self) -> None:
+        """Rename the pending checkpoints into place (their epoch is recorded in resume.pt)."""
+        import os
+
+        from fastcls.train.resume import pending_checkpoint
+
+        for name in self.pending:
+            os.replace(self.folder / pending_checkpoint(name, self.epochs[name]), self.folder / f"{name}.safetensors")
+        self.pending.clear()
 
     def after_epoch(self) -> None:
         row = self.history[-1]
@@ -270,6 +290,9 @@ class Checkpoints(Callback):
             seen = [r[key] for r in self.history]
             if better(seen) == row[key] and seen.index(row[key]) == len(seen) - 1:
                 self._store(name, row, model)
+
+    def after_fit(self) -> None:
+        self.publish()  # without a ResumePoint nothing else would
 
 
 class EarlyStop(Callback):
@@ -400,7 +423,9 @@ class StopRequest(Callback):
 
 class ResumePoint(Callback):
     """After every epoch, writes `checkpoints/resume.pt`: the optimiser state, every RNG, the grad
-    scaler and the BatchNorm-restart flag, so `--resume` continues exactly (weights are in `last`)."""
+    scaler, the BatchNorm-restart flag and each checkpoint's epoch, so `--resume` continues exactly
+    (weights are in `last`). Written last, it completes the epoch: then the epoch's checkpoints are
+    published."""
 
     order = 66  # after Checkpoints has stored `last`
 
@@ -415,7 +440,7 @@ class ResumePoint(Callback):
         self.ema: Any = None  # EmaWeights, with --ema: its step count is part of the state
 
     def state(self) -> dict[str, Any]:
-        from fastcls.train.resume import capture_rng
+        from fastcls.train.resume import CHECKPOINT_EPOCHS, capture_rng
 
         scaler = getattr(self.learn, "scaler", None)
         return {
@@ -425,6 +450,7 @@ class ResumePoint(Callback):
             "scaler": scaler.state_dict() if scaler is not None else None,
             "restart_pending": self.restart.pending if self.restart is not None else False,
             "ema_steps": self.ema.steps if self.ema is not None else 0,
+            CHECKPOINT_EPOCHS: dict(self.learn.checkpoints.epochs) if hasattr(self.learn, "checkpoints") else {},
         }
 
     def after_epoch(self) -> None:
@@ -433,6 +459,8 @@ class ResumePoint(Callback):
         from fastcls.train.resume import RESUME_FILE, write_state
 
         write_state(self.folder / RESUME_FILE, self.state())
+        if hasattr(self.learn, "checkpoints"):  # fastai's attribute for the Checkpoints callback
+            self.learn.checkpoints.publish()
 
 
 class ScalerState(Callback):

@@ -398,6 +398,8 @@ class Trainer:
             for tracker in self.trackers:
                 stack.callback(tracker.close)
             for phase in self.phases:
+                if self.early is not None and self.early.stopped:
+                    break  # resumed after the epoch that stopped it early
                 if skip >= phase.epochs:
                     skip -= phase.epochs
                     continue
@@ -416,10 +418,6 @@ class Trainer:
             from fastcls.errors import Interrupted
 
             raise Interrupted(f"{self.stop.reason} during epoch 1, before any epoch finished; nothing was saved.")
-        if not self.stop.reason and self.resume_point.folder is not None:
-            from fastcls.train.resume import RESUME_FILE
-
-            (self.resume_point.folder / RESUME_FILE).unlink(missing_ok=True)  # finished: nothing to resume
         if self.nan_guard.message:
             if "last" not in self.checkpoints.states:
                 raise TrainingDiverged(

@@ -22,7 +22,9 @@ __all__ = [
     "BadImageError",
     "Preprocessing",
     "load_image",
+    "load_uncropped",
     "open_rgb",
+    "short_side",
 ]
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
@@ -107,16 +109,28 @@ def open_rgb(path: str | Path) -> Image.Image:
         raise BadImageError(f"{path}: {exc}") from exc
 
 
-def _resize(image: Image.Image, prep: Preprocessing) -> Image.Image:
-    method = INTERPOLATIONS[prep.interpolation]
-    size = prep.size
-    if prep.resize == "squish":
-        return image if image.size == (size, size) else image.resize((size, size), method)
-    scaled = max(size, round(size / prep.crop_pct))
+def short_side(prep: Preprocessing) -> int:
+    """The short side images are resized to before the centre crop: size / crop_pct."""
+    return max(prep.size, round(prep.size / prep.crop_pct))
+
+
+def _scale_short_side(image: Image.Image, prep: Preprocessing) -> Image.Image:
+    size, scaled = prep.size, short_side(prep)
     width, height = image.size
     ratio = scaled / min(width, height)
     new_w, new_h = max(size, round(width * ratio)), max(size, round(height * ratio))
-    image = image.resize((new_w, new_h), method)
+    return image if (new_w, new_h) == image.size else image.resize((new_w, new_h), INTERPOLATIONS[prep.interpolation])
+
+
+def _resize(image: Image.Image, prep: Preprocessing) -> Image.Image:
+    size = prep.size
+    if prep.resize == "squish":
+        method = INTERPOLATIONS[prep.interpolation]
+        return image if image.size == (size, size) else image.resize((size, size), method)
+    width, height = image.size
+    ratio = short_side(prep) / min(width, height)
+    new_w, new_h = max(size, round(width * ratio)), max(size, round(height * ratio))
+    image = image.resize((new_w, new_h), INTERPOLATIONS[prep.interpolation])
     left, top = (new_w - size) // 2, (new_h - size) // 2
     return image.crop((left, top, left + size, top + size))
 
@@ -125,3 +139,9 @@ def load_image(path: str | Path, prep: Preprocessing) -> np.ndarray:
     """The uint8 array (3, size, size) a model sees for `path`, before normalisation."""
     array = np.asarray(_resize(open_rgb(path), prep), dtype=np.uint8)
     return np.ascontiguousarray(array.transpose(2, 0, 1))
+
+
+def load_uncropped(path: str | Path, prep: Preprocessing) -> np.ndarray:
+    """The whole image as uint8 (H, W, 3), its short side resized to size / crop_pct (aspect kept):
+    what a random-resized crop cuts from, so it can reach pixels the centre crop would cut off."""
+    return np.asarray(_scale_short_side(open_rgb(path), prep), dtype=np.uint8)

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from fastcls.config import TrainConfig
-from fastcls.data.loaders import Batches
+from fastcls.data.batching import Loader
 from fastcls.errors import TrainingDiverged
 from fastcls.models.groups import layer_groups, param_groups
 from fastcls.reporting import Reporter
@@ -137,8 +137,8 @@ class Trainer:
     def __init__(
         self,
         model: nn.Module,
-        train: Batches,
-        valid: Batches,
+        train: Loader,
+        valid: Loader,
         settings: TrainConfig,
         reporter: Reporter,
         metrics_path: Path | None = None,
@@ -148,6 +148,7 @@ class Trainer:
         frozen_tensors: list[str] | None = None,
         boosted_tensors: list[str] | None = None,
         extra_callbacks: list[Any] | None = None,
+        class_weights: torch.Tensor | None = None,
     ) -> None:
         from fastcls.train.callbacks import (
             Checkpoints,
@@ -222,7 +223,10 @@ class Trainer:
         self.learn = Learner(
             DataLoaders(train, valid),
             model,
-            loss_func=CrossEntropy(label_smoothing=settings.label_smoothing),
+            loss_func=CrossEntropy(  # class weights: --balance loss
+                weight=class_weights.to(self.device) if class_weights is not None else None,
+                label_smoothing=settings.label_smoothing,
+            ),
             opt_func=opt_func(settings),
             splitter=self._split,
             train_bn=not settings.freeze_bn,

@@ -113,16 +113,8 @@ def decode_paths(
     """Decode files with a thread pool; unreadable ones come back as None with their error.
 
     Arrays are (3, S, S) as the model sees them, or with `uncropped` (H, W, 3) at the short side
-    size / crop_pct. The fixed size is checked against the memory budget first.
+    size / crop_pct.
     """
-    need = len(paths) * 3 * prep.size * prep.size
-    budget = memory_budget()
-    if not uncropped and need > budget:
-        raise DataError(
-            f"{len(paths)} images at {prep.size}px need {need / 2**30:.1f} GiB in memory, over the "
-            f"{budget / 2**30:.1f} GiB budget; use --loader stream (or auto), lower --size, train on "
-            "--fraction 1/4, or raise FASTCLS_MEMORY_BUDGET (bytes)."
-        )
     load = load_uncropped if uncropped else load_image
 
     def one(path: Path) -> np.ndarray | str:
@@ -159,11 +151,20 @@ def decode_split(
     description: str = "decode",
     uncropped: bool = False,
 ) -> DecodedSplit:
-    """Decode `samples`; bad files are skipped with one counted warning, or raise (on_bad_image=error).
-    With `uncropped`, whole images at the short side size / crop_pct, packed (for random crops)."""
+    """Decode `samples` (at most the memory budget); bad files are skipped with one counted warning, or
+    raise (on_bad_image=error). With `uncropped`, whole images at the short side size / crop_pct, packed
+    (for random crops; `fastcls.data.pipeline` checks their estimated size against the budget)."""
     index = label_index(samples, classes)
     if not samples:
         raise DataError(f"nothing to {description}: the split is empty (too few images per class?).")
+    need = len(samples) * 3 * prep.size * prep.size
+    budget = memory_budget()
+    if not uncropped and need > budget:
+        raise DataError(
+            f"{len(samples)} images at {prep.size}px need {need / 2**30:.2f} GiB in memory, over the "
+            f"{budget / 2**30:.2f} GiB budget; use --loader stream (or auto), lower --size, train on "
+            "--fraction 1/4, or raise FASTCLS_MEMORY_BUDGET (bytes)."
+        )
     arrays, errors = decode_paths([s.path for s in samples], prep, reporter, description, uncropped)
     if errors and on_bad_image == "error":
         raise DataError(

@@ -345,7 +345,10 @@ class ImageClassifier:
                 from fastcls.plots import lr_find_plot
 
                 lr_find_plot(found, Path(log_dir) / "plots" / "lr_find.png")
-        self.history = trainer.fit()
+        try:
+            self.history = trainer.fit()
+        finally:
+            self._data.close()
         self.metrics["skipped_images"] = self._data.skipped_count if self._data is not None else 0
         kept = trainer.checkpoints.epochs[config.train.keep]
         self.metrics.update({k: v for k, v in self.history[kept - 1].items() if k not in ("epoch", "phase")})
@@ -375,6 +378,8 @@ class ImageClassifier:
             trainer = self._prepare(config, as_reporter(reporter, quiet), None)
             return trainer.lr_find(config.train.lr_suggest)
         finally:
+            if self._data is not None:
+                self._data.close()  # the probe's loaders and their workers
             vars(self).update(state)
 
     # -- using a trained model ----------------------------------------------------------------

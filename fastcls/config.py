@@ -18,8 +18,8 @@ import tomllib
 from fastcls.errors import ConfigError, did_you_mean
 
 __all__ = [
-    "BALANCE_CHOICES",
     "BAD_IMAGE_POLICIES",
+    "BALANCE_CHOICES",
     "COMMANDS",
     "LOADERS",
     "LR_SUGGESTIONS",

@@ -48,7 +48,8 @@ def test_evaluate_and_predict_stream_a_folder_larger_than_the_budget(trained_run
     assert streamed.loss == pytest.approx(in_memory.loss, rel=1e-5)
     assert [p.path for p in predictions] == [p.path for p in expected]
     assert [p.label for p in predictions] == [p.label for p in expected]
-    assert all(p.probability == pytest.approx(q.probability, abs=1e-6) for p, q in zip(predictions, expected, strict=True))
+    pairs = zip(predictions, expected, strict=True)
+    assert all(p.probability == pytest.approx(q.probability, abs=1e-6) for p, q in pairs)
 
 
 def test_interpret_and_sensitivity_stream_over_the_budget(trained_run, request):

@@ -94,6 +94,9 @@ class Loader:
         self.device = torch.device(device)
         return self
 
+    def close(self) -> None:
+        """Let go of worker processes, if any (iterating again starts them anew)."""
+
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
         return normalise(images, self.prep, self.device)
 

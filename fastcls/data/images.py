@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image, ImageOps
 
 from fastcls.errors import ConfigError
 
@@ -94,7 +94,10 @@ def open_rgb(path: str | Path) -> Image.Image:
             warnings.simplefilter("ignore")  # palette-transparency and EXIF chatter from Pillow
             with Image.open(path) as image:
                 image.load()
-                image = ImageOps.exif_transpose(image)
+                # exif_transpose's own test; it copies the whole image even when nothing turns (measured ~30%
+                # of a 500x375 JPEG's decoding time), so it is called only for images it will turn
+                if image.getexif().get(ExifTags.Base.Orientation, 1) != 1:
+                    image = ImageOps.exif_transpose(image)
                 mode = image.mode
                 if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
                     image = Image.fromarray(_to_uint8_array(image), mode="L")

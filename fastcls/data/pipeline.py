@@ -72,7 +72,9 @@ def header_sizes(samples: Sequence[Sample], limit: int = 64) -> list[tuple[int, 
     return sizes
 
 
-def decoded_bytes(count: int, prep: Preprocessing, uncropped: bool = False, sizes: Sequence[tuple[int, int]] = ()) -> int:
+def decoded_bytes(
+    count: int, prep: Preprocessing, uncropped: bool = False, sizes: Sequence[tuple[int, int]] = ()
+) -> int:
     """Bytes `count` images take decoded: size x size x 3 each, or for whole images (random crops) the
     short side size / crop_pct times the long side in the aspect of `sizes` (a sample of the images)."""
     if not uncropped:
@@ -205,6 +207,11 @@ class TrainingData:
             split.images = split.images.to(device)
         self.reporter.info(f"data: decoded images kept on {device} ({_gib(nbytes)}); batches are cut there")
 
+    def close(self) -> None:
+        """Stop the loaders' worker processes (after training; scoring builds its own loaders)."""
+        for loader in self.built:
+            loader.close()
+
     def class_weights(self) -> torch.Tensor | None:
         """`--balance loss`: the cross-entropy's class weights; None otherwise."""
         if self.settings.balance != "loss":
@@ -235,9 +242,8 @@ class TrainingData:
             return train, valid
         report = {"on_bad_image": self.settings.on_bad_image, "reporter": self.reporter}
         train_items = FileItems([s.path for s in self.samples["train"]], prep, self.policy)
-        train = ItemBatches(
-            train_items, self.labels["train"], bs, workers=workers, description="train", **train_options, **report, **fmt
-        )
+        train_options |= {"workers": workers, "description": "train"}
+        train = ItemBatches(train_items, self.labels["train"], bs, **train_options, **report, **fmt)
         valid_items = FileItems([s.path for s in self.samples["valid"]], prep)
         valid = ItemBatches(
             valid_items, self.labels["valid"], valid_bs, workers=workers, description="valid", **report, **fmt

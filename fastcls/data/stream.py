@@ -195,6 +195,9 @@ class ItemBatches(Loader):
             workers=self.workers, on_bad_image=self.on_bad_image, reporter=self.reporter, description=self.description,
         )  # fmt: skip
 
+    def close(self) -> None:
+        self._loader = None  # its persistent workers shut down with it
+
     def _dataloader(self) -> torch.utils.data.DataLoader:
         if self._loader is None:
             extra: dict[str, Any] = {}

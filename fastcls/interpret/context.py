@@ -60,9 +60,7 @@ class Options:
 class Context:
     """A loaded run scored on one split; numpy arrays for the drawing code, torch for the model."""
 
-    def __init__(
-        self, run: Path, clf: Any, data: str, split: str, scores: Any, images: Any, options: Options
-    ) -> None:
+    def __init__(self, run: Path, clf: Any, data: str, split: str, scores: Any, images: Any, options: Options) -> None:
         import numpy as np
 
         self.run, self.clf, self.data, self.split, self.options = run, clf, data, split, options

@@ -132,6 +132,7 @@ def time_split(folder: Path, size: int, samples: int = 100) -> dict[str, float]:
     from torchvision import transforms
 
     from fastcls.data.augment import build_policy
+    from fastcls.data.batching import normalise
     from fastcls.data.images import Preprocessing, load_uncropped, open_rgb
 
     torch.set_num_threads(1)
@@ -149,21 +150,26 @@ def time_split(folder: Path, size: int, samples: int = 100) -> dict[str, float]:
 
     def ms(function, items) -> tuple[float, list]:
         start = time.perf_counter()
-        out = [function(item) for item in items]
+        out = [function(item, seed) for seed, item in enumerate(items)]
         return round((time.perf_counter() - start) / len(items) * 1e3, 3), out
 
-    pil_ms, pil_images = ms(lambda p: Image.open(p).convert("RGB"), paths)
-    plain_ms, _ = ms(plain, pil_images)
-    rgb_ms, whole = ms(lambda p: torch.from_numpy(np.array(open_rgb(p))).permute(2, 0, 1), paths)
-    stream_aug_ms, _ = ms(lambda image: policy(image, 1), whole)
+    pil_ms, pil_images = ms(lambda p, _: Image.open(p).convert("RGB"), paths)
+    plain_ms, _ = ms(lambda image, _: plain(image), pil_images)
+    rgb_ms, whole = ms(lambda p, _: torch.from_numpy(np.array(open_rgb(p))).permute(2, 0, 1), paths)
+    stream_aug_ms, _ = ms(policy, whole)
     stored = [torch.from_numpy(np.array(load_uncropped(p, prep))).permute(2, 0, 1) for p in paths]
-    memory_aug_ms, _ = ms(lambda image: policy(image, 1), stored)
+    memory_aug_ms, _ = ms(policy, stored)
+    batch = torch.stack([policy(image, seed) for seed, image in enumerate(stored[:64])])
+    start = time.perf_counter()
+    normalise(batch, prep, "cpu")
+    normalise_ms = round((time.perf_counter() - start) / len(batch) * 1e3, 3)
     return {
         "yardstick_decode_ms": pil_ms,
         "yardstick_transform_ms": plain_ms,
         "stream_decode_ms": rgb_ms,
         "stream_augment_ms": stream_aug_ms,
         "memory_augment_ms": memory_aug_ms,
+        "fastcls_normalise_ms": normalise_ms,
     }
 
 

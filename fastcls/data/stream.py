@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fastcls.data.batching import Loader
+from fastcls.data.batching import Loader, normalise
 from fastcls.data.images import BadImageError, Preprocessing, load_image, open_rgb
 from fastcls.data.loaders import PackedImages
 from fastcls.errors import DataError
@@ -103,10 +103,11 @@ def _eval_view(image: torch.Tensor, prep: Preprocessing) -> torch.Tensor:
 
 class _Dataset(torch.utils.data.Dataset):
     """What the DataLoader's workers run: a whole batch of (index, seed) pairs per call, returned as
-    uint8 images, labels, the indices kept and the errors of unreadable files."""
+    uint8 images (or, with `normalise`, the model's float input), labels, the indices kept and the
+    errors of unreadable files."""
 
-    def __init__(self, items: FileItems | MemoryItems, labels: torch.Tensor) -> None:
-        self.items, self.labels = items, labels
+    def __init__(self, items: FileItems | MemoryItems, labels: torch.Tensor, normalise: bool = False) -> None:
+        self.items, self.labels, self.normalise = items, labels, normalise
 
     def __len__(self) -> int:
         return len(self.items)
@@ -130,6 +131,8 @@ class _Dataset(torch.utils.data.Dataset):
             torch.set_num_threads(threads)
         size = self.items.prep.size
         stacked = torch.stack(images) if images else torch.zeros(0, 3, size, size, dtype=torch.uint8)
+        if self.normalise:
+            stacked = normalise(stacked, self.items.prep, "cpu")
         return stacked, self.labels[kept], kept, errors
 
 
@@ -203,8 +206,11 @@ class ItemBatches(Loader):
             extra: dict[str, Any] = {}
             if self.workers > 0:
                 extra = {"persistent_workers": True, "prefetch_factor": PREFETCH}
+            # on the CPU the model's device is the CPU: the workers normalise too, in parallel (measured: in
+            # the main process it took about a third of the memory path's time per image, 2 cores, 224 px)
+            in_workers = self.workers > 0 and self.device.type == "cpu"
             self._loader = torch.utils.data.DataLoader(
-                _Dataset(self.items, self.labels),
+                _Dataset(self.items, self.labels, normalise=in_workers),
                 batch_sampler=self._sampler,
                 num_workers=self.workers,
                 collate_fn=_as_batch,
@@ -232,8 +238,13 @@ class ItemBatches(Loader):
         ]
         for images, labels, kept, errors in self._dataloader():
             self._note_errors(errors)
-            if len(kept):
+            if not len(kept):
+                continue
+            if images.dtype == torch.uint8:
                 yield (*self._finish(images, labels), kept)
+            else:  # normalised by the workers
+                x = images.to(self.device).contiguous(memory_format=self.memory_format)
+                yield x, labels.to(self.device), kept
         if self._skipped and not self._warned and self.reporter is not None:
             self._warned = True
             first = next(iter(self._skipped))

@@ -143,4 +143,4 @@ def test_loader_augmentation_and_balance_flags_reach_the_run(tmp_path, class_fol
     again = invoke("run", out / "config.toml", "--out", tmp_path / "again", "--quiet")
     assert again.exit_code == 0, again.stdout
     bad = invoke("train", class_folders, "--loader", "disk", "--out", tmp_path / "bad")
-    assert bad.exit_code == 1 and "loader='disk' is not one of auto, memory, stream" in bad.stdout
+    assert bad.exit_code == 1 and "loader='disk' is not one of auto, memory, stream" in bad.stderr

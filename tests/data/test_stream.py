@@ -134,3 +134,10 @@ def test_a_tiny_memory_budget_streams_and_trains_to_the_same_accuracy(monkeypatc
     assert any("loader: stream" in line and "over the" in line for line in lines)
     accuracy = streamed.evaluate().accuracy
     assert abs(accuracy - memory.evaluate().accuracy) <= 0.02 and accuracy > 0.6
+
+
+def test_data_stays_on_the_host_when_the_gpu_has_too_little_free_memory(class_folders):
+    data, _, _ = _loaders(class_folders, "memory", 0)
+    data.place(torch.device("cuda"), free_bytes=1000)  # 80 images of 16 px need 61 kB: over a quarter of 1 kB
+    assert all(split.images.device.type == "cpu" for split in data.decoded.values())
+    assert data.device.type == "cuda"  # batches still go to the model's device

@@ -32,6 +32,7 @@ __all__ = [
     "BoostSensitive",
     "BoostWd",
     "Bs",
+    "CacheFeatures",
     "ChannelsLast",
     "ClipGrad",
     "Compile",
@@ -43,6 +44,7 @@ __all__ = [
     "Dense",
     "Dropout",
     "EarlyStop",
+    "Ema",
     "EmbedEvery",
     "Epochs",
     "Eps",
@@ -53,6 +55,7 @@ __all__ = [
     "FreezeBn",
     "FreezeEpochs",
     "FreezeSensitive",
+    "FrozenBn",
     "Gamma",
     "Hflip",
     "Jitter",
@@ -171,7 +174,26 @@ Mixup = Annotated[Optional[float], typer.Option(help="MixUp with Beta(A, A), e.g
 Cutmix = Annotated[Optional[float], typer.Option(help="CutMix with Beta(A, A), e.g. 1.0 (default off).")]
 ClipGrad = Annotated[Optional[float], typer.Option(help="Clip the gradient norm to N (default off).")]
 Keep = Annotated[
-    Optional[str], typer.Option(help="Checkpoint saved as the model: last (default), best-accuracy, best-valid_loss.")
+    Optional[str],
+    typer.Option(
+        help="Checkpoint saved as the model: last (default), best-accuracy, best-valid_loss, or with --ema: "
+        "ema, best-ema."
+    ),
+]
+Ema = Annotated[
+    Optional[float],
+    typer.Option(
+        help="Keep an exponential moving average of the weights with this decay (e.g. 0.999; timm's ModelEmaV3 "
+        "with warmup), scored every epoch; --keep ema ships it (default off)."
+    ),
+]
+CacheFeatures = Annotated[
+    Optional[bool],
+    typer.Option(
+        "--cache-features/--no-cache-features",
+        help="When only the head trains (frozen backbone in eval mode, no augmentation), run the backbone once "
+        "and train the head on its features (default on).",
+    ),
 ]
 EarlyStop = Annotated[Optional[int], typer.Option(help="Stop after P epochs without improvement (default off).")]
 Monitor = Annotated[Optional[str], typer.Option(help="What --early-stop watches: valid_loss (default) or accuracy.")]
@@ -242,14 +264,26 @@ FreezeEpochs = Annotated[
 ]
 LrMult = Annotated[
     Optional[float],
-    typer.Option(help="Per-group LRs run geometrically from lr/lr-mult (first group) to lr (head) (default 100)."),
+    typer.Option(
+        help="Per-group LRs run geometrically from lr/lr-mult (first group) to lr (head) "
+        "(default 1: one LR, measured best in the README; fastai uses 100)."
+    ),
 ]
 UnfreezeEvery = Annotated[
     Optional[int], typer.Option(help="progressive: unfreeze one more group every K epochs (default 1).")
 ]
 FreezeBn = Annotated[
     Optional[bool],
-    typer.Option("--freeze-bn/--train-bn", help="Also freeze BatchNorm in frozen groups (default: they train)."),
+    typer.Option("--freeze-bn/--train-bn", help="Shorthands for --frozen-bn eval / --frozen-bn restart (older flags)."),
+]
+FrozenBn = Annotated[
+    Optional[str],
+    typer.Option(
+        help="BatchNorm in frozen layer groups: eval (default: statistics and scale fixed, as Keras and a "
+        "hand-written loop do; when a pretrained BatchNorm first trains, its statistics are re-estimated on your "
+        "data; measured best, see README), train (fastai's train_bn: they train and their statistics drift from "
+        "ImageNet's), restart (train, with the statistics re-estimated on your data in the first epoch)."
+    ),
 ]
 ConfigFile = Annotated[Optional[Path], typer.Option("--config", help="Start from this config TOML; flags override it.")]
 Name = Annotated[Optional[str], typer.Option(help="Run name under --runs-dir (default <arch>-<date>-<time>).")]

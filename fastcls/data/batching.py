@@ -118,6 +118,26 @@ class Loader:
             seeds = torch.randint(0, 2**62, (self.n,), generator=self.generator).tolist()
         return order, seeds
 
+    def draw_epoch(self) -> tuple[torch.Tensor | None, list[int] | None]:
+        """The next epoch's draws, as iterating makes them (`plan`): what stands in for these batches
+        (the Trainer's cached features, fastcls.train.features) draws through here to keep the order."""
+        return self.plan()
+
+    def plain(self) -> Loader:
+        """The same images without augmentation, in stored order, whole last batch included."""
+        raise NotImplementedError
+
+    def in_order(self, bs: int = 256) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Every image once, in stored order, never augmented, `bs` at a time (e.g. to compute features
+        once); the batches of a streaming loader leave out files that turned out unreadable."""
+        plain = self.plain()
+        plain.bs = bs
+        try:
+            for x, y, _ in plain.iter_indexed():
+                yield x, y
+        finally:
+            plain.close()
+
     def batch_positions(self, order: torch.Tensor | None) -> list[list[int]]:
         """Item indices of each batch of the epoch."""
         indices = order.tolist() if order is not None else list(range(self.n))

@@ -6,6 +6,7 @@ whichever command feeds it.
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -113,8 +114,8 @@ def open_rgb(path: str | Path) -> Image.Image:
 
 
 def short_side(prep: Preprocessing) -> int:
-    """The short side images are resized to before the centre crop: size / crop_pct."""
-    return max(prep.size, round(prep.size / prep.crop_pct))
+    """The short side images are resized to before the centre crop: timm's eval transform, floor(size / crop_pct)."""
+    return max(prep.size, math.floor(prep.size / prep.crop_pct + 1e-6))
 
 
 def _scale_short_side(image: Image.Image, prep: Preprocessing) -> Image.Image:

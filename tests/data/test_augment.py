@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
+import tomllib
+
 import numpy as np
 import pytest
-import tomllib
 import torch
 from PIL import Image
 

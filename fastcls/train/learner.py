@@ -364,12 +364,12 @@ class Trainer:
     @contextlib.contextmanager
     def _head_only(self, phase: Phase) -> Iterator[None]:
         """While `phase` runs, the Learner trains the head alone on features computed once, when it can."""
-        from fastcls.data.loaders import MEMORY_BUDGET_BYTES
+        from fastcls.data.loaders import memory_budget
 
         split = self._cacheable(phase)
         cached = None
         if split is not None:
-            limit = MEMORY_BUDGET_BYTES / 2
+            limit = memory_budget() / 2
             train = compute_features(self.model, split, self.train, self.settings.precision, limit)
             valid = compute_features(self.model, split, self.valid, self.settings.precision, limit)
             cached = (train, valid) if train is not None and valid is not None else None

@@ -141,3 +141,19 @@ def test_data_stays_on_the_host_when_the_gpu_has_too_little_free_memory(class_fo
     data.place(torch.device("cuda"), free_bytes=1000)  # 80 images of 16 px need 61 kB: over a quarter of 1 kB
     assert all(split.images.device.type == "cpu" for split in data.decoded.values())
     assert data.device.type == "cuda"  # batches still go to the model's device
+
+
+def test_both_loaders_feed_the_feature_cache_the_same_images_and_order(class_folders):
+    """The Trainer's head-only feature cache (fastcls.train.features) reads a loader through `in_order()`
+    and draws its epochs through `draw_epoch()`: the streaming loader offers both, equal to memory's."""
+    from fastcls.train.features import FeatureBatches
+
+    _, memory, _ = _loaders(class_folders, "memory", 0)
+    _, stream, _ = _loaders(class_folders, "stream", 2)
+    assert _same(list(memory.in_order(bs=5)), list(stream.in_order(bs=5)))
+    features = torch.arange(memory.n, dtype=torch.float32).view(-1, 1)
+    cached = [FeatureBatches(features, memory.labels, loader) for loader in (memory, stream)]
+    assert _same(_epochs(cached[0]), _epochs(cached[1]))
+    assert _same(_epochs(memory), _epochs(stream))  # the feature epochs advanced both generators alike
+    first = _epochs(cached[0], 1)
+    assert sorted(torch.cat([x for x, _ in first]).view(-1).tolist()) == list(range(memory.n))  # each once

@@ -32,6 +32,7 @@ bench: $(VENV)/.fastcls
 	$(BIN)/python benchmarks/train_overhead.py
 	$(BIN)/python benchmarks/digits_demo.py
 	$(BIN)/python benchmarks/finetune_strategies.py
+	$(BIN)/python benchmarks/data_pipeline.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -1,5 +1,6 @@
-"""Batch-preparation threads (`--workers`) on this machine: epoch time of one training setup with
-0, 1, 2 and 4 threads preparing (and augmenting) batches ahead of the model.
+"""Batch-preparation workers (`--workers`) on this machine: epoch time of one training setup with
+0, 1, 2 and 4 workers preparing batches ahead of the model (threads for un-augmented in-memory
+batches; DataLoader processes when images are augmented one by one, as with the default `--aug standard`).
 
 Prints JSON: seconds per epoch (median over epochs 2..E of each setting, interleaved rounds),
 the ratio of each against 0 workers, and the machine. The default of `--workers` is the fastest here.

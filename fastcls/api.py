@@ -160,7 +160,6 @@ def check_names(config: Config) -> None:
     """Every setting that names a registered entry names a known one (architecture, optimiser, schedule,
     strategy, augmentation preset, cnn activation/organisation): one clear error before any data is read.
     A sweep runs it on every choice of its space before trial 1."""
-    from fastcls.data.augment import get_augment
     from fastcls.models.registry import resolve_arch
     from fastcls.models.scratch import check_cnn_config
     from fastcls.train.optim import check_optim
@@ -169,7 +168,7 @@ def check_names(config: Config) -> None:
     if config.train.strategy is not None:
         parse_strategy(config.train.strategy)
     check_optim(config.train)
-    get_augment(config.data.aug)
+    config.data.aug.validate()
     if resolve_arch(config.model.arch).family == "cnn":
         check_cnn_config(config.model.cnn)
 
@@ -203,6 +202,7 @@ class ImageClassifier:
         self.planned_epochs = 0
         self.sensitive_tensors: dict[str, list[str]] = {"frozen": [], "boosted": []}
         self._source: ImageSource | None = None
+        self._data: Any = None  # the TrainingData of the last fit (its loaders count streamed unreadable files)
 
     @classmethod
     def from_config(cls, config: Config) -> ImageClassifier:
@@ -233,8 +233,7 @@ class ImageClassifier:
         """
         import torch
 
-        from fastcls.data.augment import get_augment
-        from fastcls.data.loaders import Batches, channel_stats, decode_split
+        from fastcls.data.pipeline import prepare_data
         from fastcls.device import pick_device
         from fastcls.models.registry import build_model, default_preprocessing, resolve_arch
         from fastcls.models.scratch import check_cnn_config
@@ -246,7 +245,6 @@ class ImageClassifier:
         settings.strategy = settings.strategy or ("freeze-unfreeze" if config.model.pretrained else "full")
         settings.lr = settings.lr or (2e-3 if config.model.pretrained else 3e-3)
         check_names(config)
-        augment = get_augment(config.data.aug)
         seed_everything(settings.seed)
         spec = resolve_arch(config.model.arch)
         card = _run_card(config.model.weights)
@@ -261,14 +259,9 @@ class ImageClassifier:
             prep = replace(prep, size=config.data.size or prep.size)
         else:
             prep = default_preprocessing(spec, config.data.size, _median_side(source.split("train")))
-        decoded = {
-            split: decode_split(
-                source.split(split), source.classes, prep, config.data.on_bad_image, report, f"decode {split}"
-            )
-            for split in ("train", "valid")
-        }
+        data = prepare_data(source, prep, config.data, report)
         if spec.family == "cnn" and card is None:
-            mean, std = channel_stats(decoded["train"].images)
+            mean, std = data.channel_stats()
             prep = replace(prep, mean=mean, std=std)
         seed_everything(settings.seed)
         model = build_model(spec, len(source.classes), prep.size, config.model.cnn, config.model.head_dropout)
@@ -278,33 +271,22 @@ class ImageClassifier:
         elif config.model.pretrained:
             loaded = load_pretrained(model, spec.name, spec.family, config.model.weights)
             weights_note = f"weights from {loaded.source}"
-        n_train, n_valid = len(decoded["train"].labels), len(decoded["valid"].labels)
+        n_train, n_valid = data.counts
         report.info(
             f"{spec.name} ({weights_note}): {len(source.classes)} classes, {n_train} train / {n_valid} "
             f"valid images at {prep.size}px, strategy {settings.strategy}"
         )
         device = pick_device()
         model = model.to(device)
-        fmt = {"device": device, "channels_last": settings.channels_last}
         if settings.channels_last:
             model = model.to(memory_format=torch.channels_last)
+        data.place(device)
         if config.data.bs == "auto":
             config.data.bs = auto_batch_size(model, prep.size, device, n_train, settings.channels_last)
             report.info(f"--bs auto: batch size {config.data.bs} on {device.type}")
         if settings.compile:
             compile_model(model)
-        train = Batches(
-            decoded["train"],
-            prep,
-            config.data.bs,
-            shuffle=True,
-            drop_last=True,
-            seed=settings.seed,
-            augment=augment,
-            workers=config.data.workers,
-            **fmt,
-        )
-        valid = Batches(decoded["valid"], prep, max(config.data.bs, 256), **fmt)
+        train, valid = data.loaders(prep, config.data.bs, settings.seed, settings.channels_last)
         metrics_path = Path(log_dir) / "metrics.csv" if log_dir is not None else None
         extra = []
         if settings.embed_every and log_dir is not None:
@@ -331,6 +313,7 @@ class ImageClassifier:
             frozen_tensors=sensitive.get("freeze_sensitive"),
             boosted_tensors=sensitive.get("boost_sensitive"),
             extra_callbacks=extra,
+            class_weights=data.class_weights(),
         )
         self.sensitive_tensors = {"frozen": trainer.frozen_tensors, "boosted": trainer.boosted_tensors}
         if resume is not None:
@@ -340,7 +323,7 @@ class ImageClassifier:
         config.model.arch, config.data.size = spec.name, prep.size
         self.config, self.model, self.classes, self.preprocessing = config, model, source.classes, prep
         self.family, self._source = spec.family, source
-        self.metrics = {"skipped_images": sum(len(d.skipped) for d in decoded.values())}
+        self.metrics, self._data = {"skipped_images": data.skipped_count}, data
         return trainer
 
     def fit(
@@ -380,7 +363,11 @@ class ImageClassifier:
                 lr_find_plot(found, Path(log_dir) / "plots" / "lr_find.png")
         if log_dir is not None:  # the resolved settings, before epoch 1: what continuing after a kill -9 needs
             atomic_write_text(Path(log_dir) / "config.toml", config.to_toml())
-        self.history = trainer.fit()
+        try:
+            self.history = trainer.fit()
+        finally:
+            self._data.close()
+        self.metrics["skipped_images"] = self._data.skipped_count if self._data is not None else 0
         kept = trainer.checkpoints.epochs[config.train.keep]
         row = self.history[kept - 1]
         self.metrics.update({k: v for k, v in row.items() if k not in ("epoch", "phase")})
@@ -412,6 +399,8 @@ class ImageClassifier:
             trainer = self._prepare(config, as_reporter(reporter, quiet), None)
             return trainer.lr_find(config.train.lr_suggest)
         finally:
+            if self._data is not None:
+                self._data.close()  # the probe's loaders and their workers
             vars(self).update(state)
 
     # -- using a trained model ----------------------------------------------------------------
@@ -465,20 +454,22 @@ class ImageClassifier:
         import numpy as np
         import torch
 
-        from fastcls.data.loaders import decode_split
+        from fastcls.data.loaders import label_index
+        from fastcls.scoring import score_files
 
         self._require_trained()
         spec, split, samples = self._split_samples(data, split)
-        decoded = decode_split(
-            samples,
-            self.classes,
+        index = label_index(samples, self.classes)
+        scores = score_files(
+            self.model,
             self.preprocessing,
-            self.config.data.on_bad_image,
-            as_reporter(reporter),
-            f"decode {split}",
+            [s.path for s in samples],
+            torch.tensor([index[s.label] for s in samples], dtype=torch.long),
+            on_bad_image=self.config.data.on_bad_image,
+            reporter=as_reporter(reporter),
+            description=split,
         )
-        probs = self._probabilities(decoded.images)
-        labels = decoded.labels
+        probs, labels = scores.probs, scores.labels
         k = min(5, len(self.classes))
         top = probs.topk(k, dim=-1).indices
         predicted = top[:, 0]
@@ -505,26 +496,17 @@ class ImageClassifier:
             classes=list(self.classes),
             per_class=per_class,
             confusion=confusion.tolist(),
-            skipped=len(decoded.skipped),
+            skipped=len(scores.skipped),
         )
 
     def predict_proba(self, images: list[str | Path] | str | Path):
         """(an (N, classes) numpy array of probabilities, the paths they belong to); bad files skipped."""
-        import numpy as np
-        import torch
-
-        from fastcls.data.loaders import decode_paths
+        from fastcls.scoring import score_files
 
         self._require_trained()
         paths = _expand_images([images] if isinstance(images, str | Path) else list(images))
-        arrays, errors = decode_paths(paths, self.preprocessing)
-        if errors and self.config.data.on_bad_image == "error":
-            raise DataError(f"{len(errors)} unreadable image(s), first: {errors[0]}.")
-        kept = [(a, p) for a, p in zip(arrays, paths, strict=True) if a is not None]
-        if not kept:
-            raise DataError(f"none of the {len(paths)} image(s) could be read, first error: {errors[0]}.")
-        probs = self._probabilities(torch.from_numpy(np.stack([a for a, _ in kept])))
-        return probs.numpy(), [p for _, p in kept]
+        scores = score_files(self.model, self.preprocessing, paths, on_bad_image=self.config.data.on_bad_image)
+        return scores.probs.numpy(), scores.paths
 
     def predict(self, images: list[str | Path] | str | Path, top: int = 3) -> list[Prediction]:
         """The most likely class of each image, with the `top` classes and their probabilities."""

@@ -18,8 +18,11 @@ from fastcls.errors import ConfigError, did_you_mean
 
 __all__ = [
     "BAD_IMAGE_POLICIES",
+    "BALANCE_CHOICES",
     "COMMANDS",
+    "LOADERS",
     "LR_SUGGESTIONS",
+    "AugConfig",
     "CnnConfig",
     "Config",
     "DataConfig",
@@ -34,6 +37,8 @@ __all__ = [
 ]
 
 BAD_IMAGE_POLICIES = ("skip", "error")
+LOADERS = ("auto", "memory", "stream")  # fastcls.data.pipeline: decode once into memory, or per epoch
+BALANCE_CHOICES = ("none", "sampler", "loss")
 COMMANDS = ("train", "finetune")
 KEEP_CHOICES = ("last", "best-accuracy", "best-valid_loss", "ema", "best-ema")
 MONITORS = ("valid_loss", "accuracy")
@@ -86,6 +91,45 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
 
 
 @dataclass
+class AugConfig:
+    """Training-image augmentation, the `[data.aug]` table (fastcls.data.augment: torchvision.transforms.v2,
+    per image). `preset` gives the starting values; every other key set here overrides the preset's."""
+
+    preset: str = "none"  # none, light, standard or strong
+    crop_scale: float | None = None  # random-resized crop: smallest share of the image area kept (0: none)
+    crop_ratio: float | None = None  # random-resized crop: largest aspect change (crops span [1/r, r])
+    rotate: float | None = None  # degrees, uniform in [-rotate, rotate]
+    hflip: float | None = None  # probability of a horizontal flip
+    vflip: float | None = None  # probability of a vertical flip
+    auto_aug: str | None = None  # none, randaugment, trivialaugment or autoaugment
+    magnitude: int | None = None  # RandAugment's magnitude, 0-30 (default 9)
+    jitter: float | None = None  # colour jitter strength: brightness, contrast, saturation
+    hue: float | None = None  # colour jitter of hue, 0-0.5
+    blur: float | None = None  # probability of a Gaussian blur
+    blur_sigma: float | None = None  # largest blur sigma in pixels (default 1.5)
+    erasing: float | None = None  # probability of RandomErasing
+
+    def overrides(self) -> dict[str, Any]:
+        """The keys set beside the preset."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "preset"}
+
+    def validate(self) -> None:
+        from fastcls.data.augment import AUTO_AUGMENTS, resolve_settings
+
+        values = resolve_settings(self.preset, self.overrides())
+        _check_range("crop_scale", values["crop_scale"], 0.0, 1.0)
+        _check_range("crop_ratio", values["crop_ratio"], 1.0, 10.0)
+        _check_range("rotate", values["rotate"], 0.0, 180.0)
+        for name in ("hflip", "vflip", "blur", "erasing"):
+            _check_range(name, values[name], 0.0, 1.0)
+        _check_choice("auto_aug", values["auto_aug"], AUTO_AUGMENTS)
+        _check_range("magnitude", values["magnitude"], 0, 30)
+        _check_range("jitter", values["jitter"], 0.0, 1.0)
+        _check_range("hue", values["hue"], 0.0, 0.5)
+        _check_range("blur_sigma", values["blur_sigma"], 0.1, 100.0)
+
+
+@dataclass
 class DataConfig:
     """Where the images come from and how they are batched."""
 
@@ -95,8 +139,12 @@ class DataConfig:
     on_bad_image: str = "skip"
     size: int | None = None  # None: the architecture's input size, else the images' median side
     bs: int | str = 64  # or "auto": the largest batch that fits on the GPU; on the CPU the default 64
-    aug: str = "none"  # a preset of fastcls.data.augment, applied to training batches only
-    workers: int = 0  # threads preparing training batches ahead (0 measured fastest on 2 cores: benchmarks/workers.py)
+    aug: AugConfig = field(default_factory=AugConfig)  # `aug = "standard"` is short for `[data.aug] preset = ...`
+    # None: 0 for the in-memory loader on the CPU (measured fastest on 2 cores: benchmarks/workers.py), else
+    # min(4, CPUs) DataLoader worker processes; config.toml records the number used
+    workers: int | None = None
+    loader: str = "auto"  # memory, stream, or auto: memory when the decoded splits fit FASTCLS_MEMORY_BUDGET
+    balance: str = "none"  # sampler: class-balanced sampling; loss: class-weighted cross-entropy
 
     def validate(self) -> None:
         _check_range("valid_pct", self.valid_pct, 0.01, 0.9)
@@ -106,7 +154,11 @@ class DataConfig:
             _check_range("size", self.size, 4, 4096)
         if self.bs != "auto":
             _check_range("bs", self.bs, 1, 65536)
-        _check_range("workers", self.workers, 0, 64)
+        if self.workers is not None:
+            _check_range("workers", self.workers, 0, 64)
+        _check_choice("loader", self.loader, LOADERS)
+        _check_choice("balance", self.balance, BALANCE_CHOICES)
+        self.aug.validate()
 
 
 @dataclass
@@ -306,6 +358,9 @@ class Config:
                     where[f.name] = (section,)
         for f in fields(CnnConfig):
             where[f.name] = ("model", "cnn")
+        for f in fields(AugConfig):
+            where[f.name] = ("data", "aug")
+        where["aug"] = ("data", "aug")  # a flat `aug` names the preset
         for section, old in LEGACY:
             where[old] = (section,)
         nested: dict[str, Any] = {}
@@ -315,7 +370,7 @@ class Config:
             target = nested
             for part in where[key]:
                 target = target.setdefault(part, {})
-            target[key] = value
+            target["preset" if key == "aug" else key] = value
         return nested
 
     def to_toml(self) -> str:
@@ -342,6 +397,8 @@ def _apply(target: Any, overrides: dict[str, Any], prefix: str) -> None:
         if key not in known:
             raise ConfigError(f"unknown setting {where!r}; valid here: {', '.join(known)}.{did_you_mean(key, known)}")
         current = getattr(target, key)
+        if isinstance(current, AugConfig) and isinstance(value, str):
+            value = {"preset": value}  # `aug = "standard"`, as configs wrote it before the [data.aug] table
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
                 raise ConfigError(f"setting {where!r} must be a table of settings, not {value!r}.")

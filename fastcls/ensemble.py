@@ -308,23 +308,24 @@ class _Member:
 def _run_member(clf: ImageClassifier, paths: Sequence[Path], tta: bool, reporter: Reporter | None, label: str):
     """(probabilities (N, member classes), kept (N,) bool) for files, in the member's own preprocessing.
 
-    TTA: the mean of the image and its horizontal flip (the API has no TTA yet). Unreadable files
-    get a zero row and kept=False.
+    Scored batch by batch (`fastcls.scoring`), so any number of files fits in memory. TTA: the mean
+    of the image and its horizontal flip (the API has no TTA yet). Unreadable files get a zero row
+    and kept=False.
     """
     import numpy as np
-    import torch
 
-    from fastcls.data.loaders import decode_paths
+    from fastcls.errors import DataError
+    from fastcls.scoring import score_files
 
-    arrays, _ = decode_paths(list(paths), clf.preprocessing, reporter, f"{label}: decode")
-    kept = np.array([a is not None for a in arrays], dtype=bool)
-    out = np.zeros((len(arrays), len(clf.classes)), dtype=np.float32)
-    if kept.any():
-        images = torch.from_numpy(np.stack([a for a in arrays if a is not None]))
-        probs = clf._probabilities(images)
-        if tta:
-            probs = (probs + clf._probabilities(images.flip(-1))) / 2
-        out[kept] = probs.numpy()
+    out = np.zeros((len(paths), len(clf.classes)), dtype=np.float32)
+    kept = np.zeros(len(paths), dtype=bool)
+    try:
+        scores = score_files(clf.model, clf.preprocessing, list(paths), tta=tta, reporter=reporter, description=label)
+    except DataError:  # none readable: every row stays empty, as before
+        return out, kept
+    chosen = scores.rows(list(paths))
+    out[chosen] = scores.probs.numpy()
+    kept[chosen] = True
     return out, kept
 
 

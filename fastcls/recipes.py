@@ -125,11 +125,11 @@ def register(name: str, keys: Iterable[str], help: str) -> Callable:
 
 def _config_keys() -> set[str]:
     """Every flat train/finetune setting name (as `Config.nest` takes them), plus `data`."""
-    from fastcls.config import CnnConfig, DataConfig, ModelConfig, RunConfig, TrainConfig
+    from fastcls.config import AugConfig, CnnConfig, DataConfig, ModelConfig, RunConfig, TrainConfig
 
     sections = (DataConfig, ModelConfig, TrainConfig, RunConfig)
     names = {f.name for kind in sections for f in fields(kind) if f.name != "cnn"}
-    names |= {f.name for f in fields(CnnConfig)}
+    names |= {f.name for f in fields(CnnConfig)} | {f.name for f in fields(AugConfig)}
     return (names - {"source", "out", "root", "name", "exist_ok", "command"}) | {"data"}
 
 

@@ -540,7 +540,8 @@ def sensitivity(
     """
     import torch
 
-    from fastcls.data.loaders import Batches, DecodedSplit, decode_split
+    from fastcls.data.loaders import label_index
+    from fastcls.data.pipeline import scoring_loader
     from fastcls.reporting import as_reporter
 
     _check_choice("method", method, METHODS, "--method")
@@ -557,17 +558,16 @@ def sensitivity(
         clf._require_trained()
     report = as_reporter(reporter)
     spec, split, samples = clf._split_samples(data, split)
-    decoded = decode_split(
-        samples, clf.classes, clf.preprocessing, clf.config.data.on_bad_image, report, f"decode {split}"
-    )
-    if batches is not None and batches * bs < len(decoded.labels):
-        chosen = torch.randperm(len(decoded.labels), generator=torch.Generator().manual_seed(seed))[: batches * bs]
-        chosen = chosen.sort().values
-        decoded = DecodedSplit(
-            decoded.images[chosen], decoded.labels[chosen], [decoded.paths[i] for i in chosen.tolist()], []
-        )
+    if batches is not None and batches * bs < len(samples):
+        chosen = torch.randperm(len(samples), generator=torch.Generator().manual_seed(seed))[: batches * bs]
+        samples = [samples[i] for i in chosen.sort().values.tolist()]
+    index = label_index(samples, clf.classes)
+    labels = torch.tensor([index[s.label] for s in samples], dtype=torch.long)
     device = next(clf.model.parameters()).device
-    loader = Batches(decoded, clf.preprocessing, bs, device=device)
+    # in memory when the images fit the budget (ablation passes over them many times), else streamed
+    loader = scoring_loader(
+        [s.path for s in samples], labels, clf.preprocessing, bs, device, clf.config.data.on_bad_image, report, split
+    )
     result = rank_parameters(clf.model, loader, method, per, candidates or top, seed, report)
     result.data, result.split = spec, split
     return result

@@ -102,15 +102,17 @@ def data_check(
     data: str = typer.Argument(..., help="A folder, CSV or builtin:NAME."),
     valid_pct: float = typer.Option(0.2, help="Share of train held out when DATA has no valid split."),
     seed: int = typer.Option(42, help="Seed of that split."),
+    size: int = typer.Option(224, min=4, help="Input size for the decoded-size estimate."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
-    """Class counts, image sizes, unreadable files, cross-split duplicates; exit 1 if training would fail."""
+    """Class counts, image sizes, imbalance, decoded size, unreadable files, cross-split duplicates; exit 1
+    if training would fail."""
     from rich.table import Table
 
     from fastcls.data.checks import check_data
 
-    report = check_data(data, valid_pct, seed, reporter_for(quiet))
+    report = check_data(data, valid_pct, seed, reporter_for(quiet), size)
     if as_json:
         print_json(report.to_dict())
     else:
@@ -127,6 +129,16 @@ def data_check(
             out.print(
                 f"{esc(split)} image sizes (w x h): min {sizes['min'][0]}x{sizes['min'][1]}, "
                 f"median {sizes['median'][0]}x{sizes['median'][1]}, max {sizes['max'][0]}x{sizes['max'][1]}"
+            )
+        if report.imbalance is not None:
+            out.print(f"class imbalance in train (largest / smallest class): {report.imbalance:.2f}")
+        if report.decoded:
+            d = report.decoded
+            out.print(
+                f"decoded at {d['size']}px, train + valid: {d['bytes'] / 2**30:.2f} GiB, or "
+                f"{d['bytes_random_crop'] / 2**30:.2f} GiB with random-crop augmentation (whole training images); "
+                f"memory budget {d['budget'] / 2**30:.2f} GiB (FASTCLS_MEMORY_BUDGET): --loader auto picks "
+                f"{d['loader']} ({d['loader_random_crop']} with random crops)"
             )
         for path in report.unreadable[:10]:
             out.print(f"  unreadable: {esc(path)}")

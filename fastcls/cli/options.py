@@ -16,12 +16,16 @@ from fastcls.errors import ConfigError
 
 # ruff: noqa: UP045  (Typer needs Optional[...] inside Annotated on Python 3.10)
 __all__ = [
+    "AUG_FLAGS",
     "CNN_FLAGS",
     "Activation",
     "Arch",
     "AsJson",
     "Aug",
+    "AutoAug",
+    "Balance",
     "Blocks",
+    "Blur",
     "Bn",
     "BoostClip",
     "BoostLr",
@@ -33,6 +37,7 @@ __all__ = [
     "ClipGrad",
     "Compile",
     "ConfigFile",
+    "CropScale",
     "Cutmix",
     "Data",
     "DataOrResume",
@@ -43,6 +48,7 @@ __all__ = [
     "EmbedEvery",
     "Epochs",
     "Eps",
+    "Erasing",
     "ExistOk",
     "Filters",
     "Fraction",
@@ -51,9 +57,12 @@ __all__ = [
     "FreezeSensitive",
     "FrozenBn",
     "Gamma",
+    "Hflip",
+    "Jitter",
     "Keep",
     "Kernel",
     "LabelSmoothing",
+    "Loader",
     "Log",
     "Lr",
     "LrMult",
@@ -69,6 +78,7 @@ __all__ = [
     "Precision",
     "Quiet",
     "ResumeRun",
+    "Rotate",
     "RunsDir",
     "Sched",
     "Seed",
@@ -78,6 +88,7 @@ __all__ = [
     "Strategy",
     "UnfreezeEvery",
     "ValidPct",
+    "Vflip",
     "Wd",
     "Weights",
     "Workers",
@@ -116,7 +127,39 @@ LrSuggest = Annotated[
 ]
 Aug = Annotated[
     Optional[str],
-    typer.Option(help="Training-batch augmentation: none (default), light (no flips), standard, strong."),
+    typer.Option(
+        help="Augmentation preset, per training image: none (default), light (no flips), standard, strong; "
+        "the flags below and a config's [data.aug] table override its values."
+    ),
+]
+CropScale = Annotated[
+    Optional[float],
+    typer.Option(help="Random-resized crop of the whole image: smallest share of the area kept, e.g. 0.35 (0: off)."),
+]
+Hflip = Annotated[Optional[float], typer.Option(help="Probability of a horizontal flip, e.g. 0.5.")]
+Vflip = Annotated[Optional[float], typer.Option(help="Probability of a vertical flip, e.g. 0.3.")]
+Rotate = Annotated[Optional[float], typer.Option(help="Random rotation by up to +-DEGREES, e.g. 30.")]
+Blur = Annotated[Optional[float], typer.Option(help="Probability of a Gaussian blur, e.g. 0.5.")]
+Jitter = Annotated[
+    Optional[float], typer.Option(help="Colour jitter: brightness, contrast and saturation by up to +-S, e.g. 0.4.")
+]
+AutoAug = Annotated[
+    Optional[str], typer.Option(help="A learned policy per image: randaugment, trivialaugment, autoaugment or none.")
+]
+Erasing = Annotated[Optional[float], typer.Option(help="Probability of RandomErasing (a random rectangle), e.g. 0.25.")]
+Loader = Annotated[
+    Optional[str],
+    typer.Option(
+        help="auto (default): decode once into memory when the images fit FASTCLS_MEMORY_BUDGET (6 GiB), else "
+        "stream; memory; or stream (decode each file every epoch in worker processes, any data size)."
+    ),
+]
+Balance = Annotated[
+    Optional[str],
+    typer.Option(
+        help="Class imbalance: none (default), sampler (draw every class equally often) or loss "
+        "(class-weighted cross-entropy)."
+    ),
 ]
 Opt = Annotated[Optional[str], typer.Option(help="Optimiser: adamw (default), adam, sgd, lamb or ranger.")]
 Sched = Annotated[
@@ -269,8 +312,9 @@ Workers = Annotated[
     Optional[int],
     typer.Option(
         min=0,
-        help="Threads that prepare (and augment) training batches ahead of the model (default 0: measured "
-        "fastest on 2 CPU cores with images decoded in memory; try 2-4 with heavy --aug on more cores).",
+        help="Workers preparing training batches ahead of the model: DataLoader processes when streaming or "
+        "augmenting per image, threads for un-augmented in-memory batches (default: 0 for in-memory data on the "
+        "CPU, measured fastest on 2 cores; else up to 4). Batches do not depend on it.",
     ),
 ]
 FreezeSensitive = Annotated[
@@ -300,6 +344,7 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output."
 AsJson = Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")]
 
 CNN_FLAGS = ("blocks", "filters", "organisation", "kernel", "activation", "bn", "dropout", "dense")
+AUG_FLAGS = ("crop_scale", "hflip", "vflip", "rotate", "blur", "jitter", "auto_aug", "erasing")
 _PATHS = {"out": "out", "runs_dir": "root", "weights": "weights"}
 
 

@@ -14,7 +14,9 @@ from fastcls.data.sources import resolve_source
 from fastcls.errors import DataError
 from fastcls.reporting import Reporter
 
-__all__ = ["DataReport", "check_data"]
+__all__ = ["IMBALANCE_WARNING", "DataReport", "check_data"]
+
+IMBALANCE_WARNING = 3.0  # max/min class count in train above which the report suggests --balance
 
 
 @dataclass
@@ -28,6 +30,10 @@ class DataReport:
     sizes: dict[str, dict[str, list[int]]]  # split -> min/median/max of [width, height]
     unreadable: list[str] = field(default_factory=list)
     duplicates: list[list[str]] = field(default_factory=list)
+    imbalance: float | None = None  # largest / smallest class count in train (None: a class is empty)
+    # train + valid decoded at `size`: bytes as centre crops and as whole images (random crops), the
+    # memory budget, and the loader `--loader auto` picks for each
+    decoded: dict[str, int | str] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -51,14 +57,38 @@ def _scan(path: Path) -> tuple[str | None, tuple[int, int] | None, str | None]:
         return digest, None, str(exc)
 
 
+def _decoded(sizes: dict[str, list[tuple[int, int]]], size: int) -> dict[str, int | str]:
+    """What train and valid take decoded at `size` (squish/centre crop, crop_pct 1) and which loader
+    `--loader auto` picks, with and without random-crop augmentation (whole training images kept)."""
+    from fastcls.data.images import Preprocessing
+    from fastcls.data.loaders import memory_budget
+    from fastcls.data.pipeline import choose_loader, decoded_bytes
+
+    prep = Preprocessing(size)
+    train, valid = sizes.get("train", []), sizes.get("valid", [])
+    fixed = decoded_bytes(len(train) + len(valid), prep)
+    whole = decoded_bytes(len(train), prep, uncropped=True, sizes=train) + decoded_bytes(len(valid), prep)
+    budget = memory_budget()
+    return {
+        "size": size,
+        "bytes": fixed,
+        "bytes_random_crop": whole,
+        "budget": budget,
+        "loader": choose_loader("auto", fixed, budget),
+        "loader_random_crop": choose_loader("auto", whole, budget),
+    }
+
+
 def check_data(
-    spec: str | Path, valid_pct: float = 0.2, seed: int = 42, reporter: Reporter | None = None
+    spec: str | Path, valid_pct: float = 0.2, seed: int = 42, reporter: Reporter | None = None, size: int = 224
 ) -> DataReport:
-    """Decode every image of DATA and report class counts, sizes, unreadable files and duplicates.
+    """Decode every image of DATA and report class counts, sizes, unreadable files and duplicates,
+    class imbalance, and the decoded size at `size` px (so you know which loader `auto` will pick).
 
     A layout problem (missing folder, one class, class sets that differ) comes back as an error in
     the report rather than an exception, so the whole picture is shown at once.
     """
+    input_size = size  # `size` is reused below for each image's size
     try:
         source = resolve_source(spec, valid_pct, seed)
     except DataError as exc:
@@ -92,6 +122,15 @@ def check_data(
             "median": [int(statistics.median(widths)), int(statistics.median(heights))],
             "max": [max(widths), max(heights)],
         }
+    report.decoded = _decoded(sizes, input_size)
+    train_counts = list(report.counts.get("train", {}).values())
+    if train_counts and min(train_counts) > 0:
+        report.imbalance = round(max(train_counts) / min(train_counts), 3)
+        if report.imbalance > IMBALANCE_WARNING:
+            report.warnings.append(
+                f"train classes are imbalanced (largest/smallest = {report.imbalance:.1f}); consider "
+                "--balance sampler or --balance loss, and read the per-class scores."
+            )
     for entries in by_hash.values():
         if len({split for split, _ in entries}) > 1:
             report.duplicates.append([f"{split}:{path}" for split, path in entries])

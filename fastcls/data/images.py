@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image, ImageOps
 
 from fastcls.errors import ConfigError
 
@@ -23,7 +23,9 @@ __all__ = [
     "BadImageError",
     "Preprocessing",
     "load_image",
+    "load_uncropped",
     "open_rgb",
+    "short_side",
 ]
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
@@ -93,7 +95,10 @@ def open_rgb(path: str | Path) -> Image.Image:
             warnings.simplefilter("ignore")  # palette-transparency and EXIF chatter from Pillow
             with Image.open(path) as image:
                 image.load()
-                image = ImageOps.exif_transpose(image)
+                # exif_transpose's own test; it copies the whole image even when nothing turns (measured: opening
+                # a 500x375 JPEG took 12.3 ms with it, 6.5 ms without, on 2 busy cores), so only turning images call it
+                if image.getexif().get(ExifTags.Base.Orientation, 1) != 1:
+                    image = ImageOps.exif_transpose(image)
                 mode = image.mode
                 if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
                     image = Image.fromarray(_to_uint8_array(image), mode="L")
@@ -108,16 +113,28 @@ def open_rgb(path: str | Path) -> Image.Image:
         raise BadImageError(f"{path}: {exc}") from exc
 
 
-def _resize(image: Image.Image, prep: Preprocessing) -> Image.Image:
-    method = INTERPOLATIONS[prep.interpolation]
-    size = prep.size
-    if prep.resize == "squish":
-        return image if image.size == (size, size) else image.resize((size, size), method)
-    scaled = max(size, math.floor(size / prep.crop_pct + 1e-6))  # timm's eval transform: floor(size / crop_pct)
+def short_side(prep: Preprocessing) -> int:
+    """The short side images are resized to before the centre crop: timm's eval transform, floor(size / crop_pct)."""
+    return max(prep.size, math.floor(prep.size / prep.crop_pct + 1e-6))
+
+
+def _scale_short_side(image: Image.Image, prep: Preprocessing) -> Image.Image:
+    size, scaled = prep.size, short_side(prep)
     width, height = image.size
     ratio = scaled / min(width, height)
     new_w, new_h = max(size, round(width * ratio)), max(size, round(height * ratio))
-    image = image.resize((new_w, new_h), method)
+    return image if (new_w, new_h) == image.size else image.resize((new_w, new_h), INTERPOLATIONS[prep.interpolation])
+
+
+def _resize(image: Image.Image, prep: Preprocessing) -> Image.Image:
+    size = prep.size
+    if prep.resize == "squish":
+        method = INTERPOLATIONS[prep.interpolation]
+        return image if image.size == (size, size) else image.resize((size, size), method)
+    width, height = image.size
+    ratio = short_side(prep) / min(width, height)
+    new_w, new_h = max(size, round(width * ratio)), max(size, round(height * ratio))
+    image = image.resize((new_w, new_h), INTERPOLATIONS[prep.interpolation])
     left, top = (new_w - size) // 2, (new_h - size) // 2
     return image.crop((left, top, left + size, top + size))
 
@@ -126,3 +143,9 @@ def load_image(path: str | Path, prep: Preprocessing) -> np.ndarray:
     """The uint8 array (3, size, size) a model sees for `path`, before normalisation."""
     array = np.asarray(_resize(open_rgb(path), prep), dtype=np.uint8)
     return np.ascontiguousarray(array.transpose(2, 0, 1))
+
+
+def load_uncropped(path: str | Path, prep: Preprocessing) -> np.ndarray:
+    """The whole image as uint8 (H, W, 3), its short side resized to size / crop_pct (aspect kept):
+    what a random-resized crop cuts from, so it can reach pixels the centre crop would cut off."""
+    return np.asarray(_scale_short_side(open_rgb(path), prep), dtype=np.uint8)

@@ -1,5 +1,9 @@
 """What every interpretation plot needs, computed once: the model, the split's images, labels,
-probabilities and losses, and (lazily) the penultimate features and the layer to explain."""
+probabilities and losses, and (lazily) the penultimate features and the layer to explain.
+
+A split that fits the memory budget is decoded once and kept; a larger one is scored in streamed
+batches, and the few images a plot shows are decoded when it asks for them (`LazyImages`).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,37 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Context", "NothingToDraw", "Options", "load_context"]
+__all__ = ["Context", "LazyImages", "NothingToDraw", "Options", "load_context"]
+
+CHUNK = 256
+
+
+class LazyImages:
+    """uint8 images of files, decoded when indexed (an int, a slice, or a sequence of indices), so
+    a split larger than memory can still be drawn from. Indexing gives (3, S, S) or (k, 3, S, S)."""
+
+    def __init__(self, paths: list[Path], prep: Any) -> None:
+        self.paths, self.prep = paths, prep
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, key: Any) -> Any:
+        import numpy as np
+        import torch
+
+        from fastcls.data.loaders import decode_paths
+        from fastcls.errors import DataError
+
+        if isinstance(key, int | np.integer):
+            return self[[int(key)]][0]
+        rows = range(len(self))[key] if isinstance(key, slice) else [int(i) for i in key]
+        arrays, errors = decode_paths([self.paths[i] for i in rows], self.prep)
+        if errors:  # it was read when scored; it changed since
+            raise DataError(f"an image changed while interpreting: {errors[0]}")
+        if not arrays:
+            return torch.zeros(0, 3, self.prep.size, self.prep.size, dtype=torch.uint8)
+        return torch.from_numpy(np.stack(arrays))
 
 
 @dataclass
@@ -26,16 +60,18 @@ class Options:
 class Context:
     """A loaded run scored on one split; numpy arrays for the drawing code, torch for the model."""
 
-    def __init__(self, run: Path, clf: Any, data: str, split: str, decoded: Any, options: Options) -> None:
+    def __init__(self, run: Path, clf: Any, data: str, split: str, scores: Any, images: Any, options: Options) -> None:
         import numpy as np
 
         self.run, self.clf, self.data, self.split, self.options = run, clf, data, split, options
         self.plots = run / "plots"
         self.model, self.classes, self.prep, self.family = clf.model, list(clf.classes), clf.preprocessing, clf.family
-        self.images = decoded.images  # uint8 (N, 3, S, S), as the model sees them before normalisation
-        self.labels = decoded.labels.numpy().astype(np.int64)
-        self.skipped = len(decoded.skipped)
-        self.probs = clf._probabilities(decoded.images).numpy().astype(np.float64)
+        # uint8 (N, 3, S, S) as the model sees them before normalisation: a tensor, or LazyImages
+        self.images = images
+        self.paths = scores.paths
+        self.labels = scores.labels.numpy().astype(np.int64)
+        self.skipped = len(scores.skipped)
+        self.probs = scores.probs.numpy().astype(np.float64)
         self.predicted = self.probs.argmax(axis=1)
         self.losses = -np.log(np.clip(self.probs[np.arange(len(self.labels)), self.labels], 1e-12, None))
         self.history = clf.history
@@ -52,13 +88,22 @@ class Context:
     def device(self) -> Any:
         return next(self.model.parameters()).device
 
-    def normalised(self, indices: Any = None) -> Any:
-        """Model-ready float batch of the chosen images (all when `indices` is None)."""
-        from fastcls.data.loaders import Batches, DecodedSplit
+    def normalised(self, indices: Any) -> Any:
+        """Model-ready float batch of the chosen images."""
+        from fastcls.data.batching import normalise
 
-        images = self.images if indices is None else self.images[list(indices)]
-        split = DecodedSplit(images, images.new_zeros(len(images)).long(), [], [])
-        return Batches(split, self.prep, max(len(images), 1), device=self.device).normalise(images)
+        return normalise(self.images[list(indices)], self.prep, self.device)
+
+    def chunks(self) -> Any:
+        """(start, model-ready batch) over the whole split, CHUNK images at a time."""
+        for start in range(0, self.n, CHUNK):
+            yield start, self.normalised(range(start, min(start + CHUNK, self.n)))
+
+    @cached_property
+    def grey(self) -> bool:
+        """Whether the images are grey (three equal channels), judged on the first 64."""
+        sample = self.images[: min(64, self.n)]
+        return bool((sample[:, 0] == sample[:, 1]).all() and (sample[:, 1] == sample[:, 2]).all())
 
     @cached_property
     def confusion(self) -> Any:
@@ -80,8 +125,7 @@ class Context:
         try:
             self.model.eval()
             with torch.inference_mode():
-                for start in range(0, self.n, 256):
-                    batch = self.normalised(range(start, min(start + 256, self.n)))
+                for _, batch in self.chunks():
                     chunks.append(penultimate(self.model, batch).float().cpu().numpy())
         finally:
             self.model.train(was_training)
@@ -114,18 +158,29 @@ class Context:
 
 
 def load_context(run: str | Path, data: str | Path | None, split: str | None, options: Options, reporter: Any):
-    """Load the run, decode the split with the run's own preprocessing, and score it."""
+    """Load the run and score the split with the run's own preprocessing (in memory when it fits the
+    budget, else streamed)."""
+    import torch
+
     from fastcls.api import load
-    from fastcls.data.loaders import decode_split
+    from fastcls.data.loaders import Batches, label_index
+    from fastcls.data.pipeline import scoring_loader
     from fastcls.runs import require_run
+    from fastcls.scoring import score
 
     folder = require_run(run)
     clf = load(folder)
     spec, split, samples = clf._split_samples(data, split)
-    decoded = decode_split(
-        samples, clf.classes, clf.preprocessing, clf.config.data.on_bad_image, reporter, f"decode {split}"
-    )
-    return Context(folder, clf, spec, split, decoded, options)
+    index = label_index(samples, clf.classes)
+    labels = torch.tensor([index[s.label] for s in samples], dtype=torch.long)
+    device = next(clf.model.parameters()).device
+    loader = scoring_loader(
+        [s.path for s in samples], labels, clf.preprocessing, CHUNK, device, clf.config.data.on_bad_image, reporter,
+        split,
+    )  # fmt: skip
+    scores = score(clf.model, loader, reporter=reporter, description=f"score {split}")
+    images = loader.split.images if isinstance(loader, Batches) else LazyImages(scores.paths, clf.preprocessing)
+    return Context(folder, clf, spec, split, scores, images, options)
 
 
 class NothingToDraw(Exception):

@@ -62,11 +62,6 @@ def _label_tiles(ax: Any, count: int, columns: int, h: int, w: int) -> None:
         ax.text(c * (w + gap) + w / 2 - 0.5, r * (h + gap) - 0.5, str(k), ha="center", va="bottom", fontsize=7)
 
 
-def _grey_images(images: Any) -> bool:
-    sample = images[:64]
-    return bool((sample[:, 0] == sample[:, 1]).all() and (sample[:, 1] == sample[:, 2]).all())
-
-
 def _filters_figure(ctx: Context, name: str, conv: Any) -> Path:
     """Colour data: each filter as an RGB tile. Grey data (three equal channels): the filter that
     acts on the grey image, i.e. its weights summed over RGB, on a signed colour scale."""
@@ -75,7 +70,7 @@ def _filters_figure(ctx: Context, name: str, conv: Any) -> Path:
 
     weights = conv.weight.detach().float().cpu().numpy()[:MAX_FILTERS]
     in_channels, k = weights.shape[1], weights.shape[2:]
-    grey = in_channels != 3 or _grey_images(ctx.images)
+    grey = in_channels != 3 or ctx.grey
     rows, columns = _grid(len(weights))
     if grey:
         tiles = weights.sum(axis=1)

@@ -94,14 +94,13 @@ def guided_plot(ctx: Context) -> list[Path]:
     import numpy as np
 
     layer = ctx.layer_name
-    x = ctx.normalised()
-    peaks = unit_activations(ctx.model, layer, x)
+    peaks = np.concatenate([unit_activations(ctx.model, layer, x) for _, x in ctx.chunks()])
     count = max(1, min(ctx.options.units, peaks.shape[1]))
     units = np.argsort(-peaks.max(axis=0), kind="stable")[:count]
     top = min(TOP_IMAGES, ctx.n)
     pairs = [(int(u), int(i)) for u in units for i in np.argsort(-peaks[:, u], kind="stable")[:top]]
-    gradients = guided_gradients(ctx.model, layer, x[[i for _, i in pairs]], [u for u, _ in pairs])
-    grey_data = bool((ctx.images[:, 0] == ctx.images[:, 1]).all() and (ctx.images[:, 1] == ctx.images[:, 2]).all())
+    gradients = guided_gradients(ctx.model, layer, ctx.normalised([i for _, i in pairs]), [u for u, _ in pairs])
+    grey_data = ctx.grey
     fig, axes = figure(count, 2 * top, 1.5 * 2 * top + 0.6, 1.65 * count + 1.0)
     for k, ((unit, image), gradient) in enumerate(zip(pairs, gradients, strict=True)):
         row, col = divmod(k, top)

@@ -75,7 +75,8 @@ def compute_features(
 ) -> tuple[torch.Tensor, torch.Tensor, float] | None:
     """(features, labels, seconds) of every image of `loader`, in file order, with the model in eval
     mode and no autograd; under autocast when training uses bf16/fp16, stored as float32.
-    None when the features of the whole split would take more than `limit_bytes`."""
+    None when the features of the whole split would take more than `limit_bytes`, or when some image
+    could not be read (a streaming loader drops those from its batches)."""
     start = time.perf_counter()
     was_training = model.training
     model.eval()
@@ -92,4 +93,6 @@ def compute_features(
                     return None
     finally:
         model.train(was_training)
+    if sum(len(t) for t in labels) != loader.n:  # a streamed file turned out unreadable: the uncached path skips it
+        return None
     return torch.cat(features), torch.cat(labels), time.perf_counter() - start

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from fastcls.config import TrainConfig
-from fastcls.data.loaders import Batches
+from fastcls.data.batching import Loader
 from fastcls.errors import TrainingDiverged
 from fastcls.models.groups import layer_groups, param_groups
 from fastcls.models.heads import HeadOnly, HeadSplit, head_split
@@ -140,8 +140,8 @@ class Trainer:
     def __init__(
         self,
         model: nn.Module,
-        train: Batches,
-        valid: Batches,
+        train: Loader,
+        valid: Loader,
         settings: TrainConfig,
         reporter: Reporter,
         metrics_path: Path | None = None,
@@ -151,6 +151,7 @@ class Trainer:
         frozen_tensors: list[str] | None = None,
         boosted_tensors: list[str] | None = None,
         extra_callbacks: list[Any] | None = None,
+        class_weights: torch.Tensor | None = None,
     ) -> None:
         from fastcls.train.callbacks import (
             Checkpoints,
@@ -236,7 +237,10 @@ class Trainer:
         self.learn = Learner(
             DataLoaders(train, valid),
             model,
-            loss_func=CrossEntropy(label_smoothing=settings.label_smoothing),
+            loss_func=CrossEntropy(  # class weights: --balance loss
+                weight=class_weights.to(self.device) if class_weights is not None else None,
+                label_smoothing=settings.label_smoothing,
+            ),
             opt_func=opt_func(settings, no_decay_params(model)),
             splitter=self._split,
             train_bn=self.bn_policy != "eval",
@@ -360,12 +364,12 @@ class Trainer:
     @contextlib.contextmanager
     def _head_only(self, phase: Phase) -> Iterator[None]:
         """While `phase` runs, the Learner trains the head alone on features computed once, when it can."""
-        from fastcls.data.loaders import MEMORY_BUDGET_BYTES
+        from fastcls.data.loaders import memory_budget
 
         split = self._cacheable(phase)
         cached = None
         if split is not None:
-            limit = MEMORY_BUDGET_BYTES / 2
+            limit = memory_budget() / 2
             train = compute_features(self.model, split, self.train, self.settings.precision, limit)
             valid = compute_features(self.model, split, self.valid, self.settings.precision, limit)
             cached = (train, valid) if train is not None and valid is not None else None

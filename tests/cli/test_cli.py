@@ -125,3 +125,22 @@ def test_data_check_and_summary(tmp_path, split_folders):
     assert bad.exit_code == 1 and "only one class" in bad.stdout
     summary = json.loads(invoke("summary", "--arch", "cnn", "--blocks", "2", "--size", "16", "--json").stdout)
     assert summary["params"] > 0 and summary["flops"] > 0 and summary["groups"][-1]["name"] == "head"
+
+
+def test_loader_augmentation_and_balance_flags_reach_the_run(tmp_path, class_folders):
+    out = tmp_path / "flags"
+    result = invoke(
+        "train", class_folders, "--epochs", "1", "--blocks", "1", "--filters", "4", "--size", "8",
+        "--loader", "stream", "--workers", "0", "--aug", "light", "--vflip", "0.3", "--auto-aug", "trivialaugment",
+        "--balance", "sampler", "--out", out, "--quiet",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stdout
+    import tomllib
+
+    data = tomllib.loads((out / "config.toml").read_text())["data"]
+    assert (data["loader"], data["balance"], data["workers"]) == ("stream", "sampler", 0)
+    assert data["aug"] == {"preset": "light", "vflip": 0.3, "auto_aug": "trivialaugment"}
+    again = invoke("run", out / "config.toml", "--out", tmp_path / "again", "--quiet")
+    assert again.exit_code == 0, again.stdout
+    bad = invoke("train", class_folders, "--loader", "disk", "--out", tmp_path / "bad")
+    assert bad.exit_code == 1 and "loader='disk' is not one of auto, memory, stream" in bad.stderr

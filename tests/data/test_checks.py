@@ -31,3 +31,20 @@ def test_a_split_with_no_readable_image_is_an_error(split_folders):
         image.write_bytes(b"garbage")
     report = check_data(split_folders)
     assert not report.ok and report.errors == ["the test split has no readable images."]
+
+
+def test_imbalance_and_the_decoded_size_say_which_loader_auto_picks(tmp_path, monkeypatch):
+    from tests_support import write_class_folders
+
+    folder = write_class_folders(tmp_path / "skewed", per_class=5, classes=2)
+    more = write_class_folders(tmp_path / "more", per_class=25, classes=1, start=5)
+    for n, path in enumerate(sorted(more.rglob("*.png"))):
+        path.rename(folder / "0" / f"more-{n}.png")
+    report = check_data(folder, size=32)
+    train = report.counts["train"]
+    assert report.imbalance == round(train["0"] / train["1"], 3) and report.imbalance > 3
+    assert any("--balance" in w for w in report.warnings)
+    assert report.decoded["bytes"] == 35 * 3 * 32 * 32 and report.decoded["loader"] == "memory"
+    assert report.decoded["bytes_random_crop"] == report.decoded["bytes"]  # square images: nothing to keep
+    monkeypatch.setenv("FASTCLS_MEMORY_BUDGET", "1000")
+    assert check_data(folder, size=32).decoded["loader"] == "stream"

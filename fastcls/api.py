@@ -121,7 +121,8 @@ def _model_from_card(model: Any, card: dict[str, Any], arch: str) -> Any:
     return model
 
 
-def _expand_images(items: list[str | Path]) -> list[Path]:
+def expand_images(items: list[str | Path]) -> list[Path]:
+    """Image files given, and every image under the folders given (sorted); a missing path is a DataError."""
     paths: list[Path] = []
     for item in items:
         path = Path(item).expanduser()
@@ -134,6 +135,9 @@ def _expand_images(items: list[str | Path]) -> list[Path]:
     if not paths:
         raise DataError("no images given: pass image files or folders that contain images.")
     return paths
+
+
+_expand_images = expand_images  # its former private name, for code written against it
 
 
 def _versions() -> dict[str, str]:
@@ -494,7 +498,7 @@ class ImageClassifier:
         from fastcls.data.loaders import decode_paths
 
         self._require_trained()
-        paths = _expand_images([images] if isinstance(images, str | Path) else list(images))
+        paths = expand_images([images] if isinstance(images, str | Path) else list(images))
         arrays, errors = decode_paths(paths, self.preprocessing)
         if errors and self.config.data.on_bad_image == "error":
             raise DataError(f"{len(errors)} unreadable image(s), first: {errors[0]}.")

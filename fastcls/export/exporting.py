@@ -17,7 +17,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +28,8 @@ from fastcls.errors import DataError, ExportError, FastclsError, RunError
 from fastcls.export.formats import get_format
 from fastcls.export.graphs import EXPORTABLE_VOTES, EnsembleGraph, ModelGraph, Normalise
 from fastcls.export.metadata import ExportMetadata
-from fastcls.export.parity import FP32_TOLERANCE, Parity, compare
+from fastcls.export.onnx_file import failure_reason
+from fastcls.export.parity import Parity, base_tolerance, compare
 from fastcls.export.settings import ExportSettings
 from fastcls.reporting import Reporter, as_reporter
 
@@ -301,11 +302,16 @@ def _parity_images(
     return decoded.images, decoded.paths, source.spec, split
 
 
-def _fp32_noise(graph: torch.nn.Module, inputs: torch.Tensor, pieces: list[slice], expected: np.ndarray) -> float:
-    """max |fp32 reference - the same graph in float64|: how exact the PyTorch model itself is."""
-    exact = copy.deepcopy(graph).double()
+def _own_error(
+    graph: torch.nn.Module, inputs: torch.Tensor, pieces: list[slice], expected: np.ndarray, half: bool
+) -> float:
+    """How far PyTorch itself is from `expected` at the export's precision: the fp16 graph run eagerly
+    (against the fp32 model), or the fp32 graph against the same graph in float64."""
+    module = graph if half else copy.deepcopy(graph).double()
     with torch.inference_mode():
-        rows = [exact(inputs[s] if inputs.dtype == torch.uint8 else inputs[s].double()).double() for s in pieces]
+        rows = [
+            module(inputs[s] if half or inputs.dtype == torch.uint8 else inputs[s].double()).double() for s in pieces
+        ]
     return float(np.abs(torch.cat(rows).numpy() - expected).max())
 
 
@@ -359,24 +365,50 @@ def _export(
     fd, name = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=f".partial{fmt.suffix}", dir=out.parent)
     os.close(fd)
     tmp = Path(name)
-    try:
+    own: list[float] = []  # PyTorch's own error at this precision, measured at most once
+
+    def attempt(chosen: ExportSettings) -> tuple[ExportMetadata, list[str], Parity]:
         report.info(f"exporting to {fmt.name}, then checking it in {fmt.runtime} on {len(images)} {split} images")
         with torch.no_grad():
-            metadata, notes = fmt.write(graph, example, tmp, metadata, settings)
+            written, notes = fmt.write(graph, example, tmp, metadata, chosen)
         run = fmt.runner(tmp)
         outputs = []
         with report.task("parity", len(pieces)) as task:
             for piece in pieces:
-                outputs.append(np.asarray(run(inputs[piece].numpy()), dtype=np.float64))
+                try:
+                    outputs.append(np.asarray(run(inputs[piece].numpy()), dtype=np.float64))
+                except FastclsError:
+                    raise
+                except Exception as exc:  # the runtime's own error types (torch RuntimeError, ...)
+                    precision = " in fp16 (export without --half)" if chosen.half else ""
+                    raise ExportError(
+                        f"the exported file does not run in {fmt.runtime}{precision}, so no file was kept: "
+                        f"{failure_reason(exc)}"
+                    ) from None
                 task.advance()
-        quantity = "logit" if metadata.output_kind == "logits" else "probability"
         got = np.concatenate(outputs)
-        noise = None
-        if not settings.half and np.isfinite(got).all() and np.abs(got - expected).max() > FP32_TOLERANCE:
-            noise = _fp32_noise(graph, inputs, pieces, expected)
-        parity = compare(expected, got, settings.half, fmt.runtime, data, split, quantity, noise)
+        if not own and np.isfinite(got).all() and np.abs(got - expected).max() > base_tolerance(expected, chosen.half):
+            own.append(_own_error(graph, inputs, pieces, expected, chosen.half))
+        quantity = "logit" if written.output_kind == "logits" else "probability"
+        parity = compare(expected, got, chosen.half, fmt.runtime, data, split, quantity, own[0] if own else None)
+        return written, notes, parity
+
+    try:
+        metadata, notes, parity = attempt(settings)
+        first = ""
+        if not parity.passed and metadata.exporter == "dynamo" and (settings.exporter or "auto") == "auto":
+            first = f"the dynamo exporter's file failed the parity check ({parity.summary()})"
+            try:
+                metadata, notes, parity = attempt(replace(settings, exporter="classic"))
+            except ExportError as exc:
+                raise ExportError(f"{first}; then the classic exporter: {exc}") from None
+            notes = [f"{first}; used the classic exporter", *notes]
         if not parity.passed:
-            raise ExportError(f"the export does not give the model's answers, so no file was kept: {parity.summary()}.")
+            hint = " fp16 changes this model's answers: export it without --half." if settings.half else ""
+            before = f" Before that, {first}." if first else ""
+            raise ExportError(
+                f"the export does not give the model's answers, so no file was kept: {parity.summary()}.{hint}{before}"
+            )
         _publish(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)

@@ -34,6 +34,12 @@ def train(folder: Path, data: Path, arch: str, size: int, seed: int = 0, **setti
 
 
 @pytest.fixture(scope="session")
+def make_run():
+    """`make_run(folder, data, arch, size, seed=0, model={...}, **train_settings)`: train and save a small run."""
+    return train
+
+
+@pytest.fixture(scope="session")
 def cnn_run(tmp_path_factory, export_data) -> Path:
     cnn = {"cnn": {"blocks": 2, "filters": 8, "dense": 32}}
     return train(tmp_path_factory.mktemp("export-runs") / "cnn", export_data, "cnn", 16, model=cnn)

@@ -72,6 +72,17 @@ def test_a_trace_that_disagrees_with_the_model_is_not_kept_and_the_old_file_stay
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.torchscript"]
 
 
+def test_onnx_auto_tries_classic_when_dynamos_file_fails_parity_and_reports_both(cnn_run, tmp_path):
+    clf = fastcls.load(cnn_run)
+    clf.model = SignByBatch(clf.model)
+    with pytest.raises(ExportError) as caught:
+        export_classifier(clf, tmp_path / "m.onnx")
+    message = str(caught.value)
+    assert "\n" not in message and "so no file was kept: parity in onnxruntime" in message
+    assert "Before that, the dynamo exporter's file failed the parity check" in message
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_auto_falls_back_to_the_classic_exporter_and_says_why(cnn_run, tmp_path):
     """Control flow on a tensor value stops torch.export (so dynamo); the classic exporter traces it."""
 

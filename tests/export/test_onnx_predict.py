@@ -64,7 +64,11 @@ def test_predict_csv_of_the_onnx_file_matches_the_run(cnn_run, uint8_onnx, expor
     model = uint8_onnx
     if variant == "normalised":
         model = tmp_path / "m.onnx"
-        assert invoke("export", cnn_run, "--out", model, "--exporter", "classic", "--quiet").exit_code == 0
+        exported = invoke("export", cnn_run, "--out", model, "--exporter", "classic", "--json")
+        assert exported.exit_code == 0, exported.output
+        report = json.loads(exported.stdout)
+        assert report["path"] == str(model) and report["parity"]["passed"] and report["parity"]["n"] == 18
+        assert report["metadata"]["exporter"] == "classic" and report["metadata"]["input_dtype"] == "float32"
     images = export_data / "test"
     assert invoke("predict", cnn_run, images, "--out", tmp_path / "run.csv", "--top", "3").exit_code == 0
     result = invoke("predict", model, images, "--out", tmp_path / "onnx.csv", "--top", "3")

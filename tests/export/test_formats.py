@@ -85,9 +85,10 @@ def test_default_names_sit_in_the_run_folder(cnn_run):
 def test_a_model_noisier_than_1e4_in_fp32_gets_four_times_its_own_rounding_error(lite0_refitted_bn_run, tmp_path):
     clf, x = _test_inputs(lite0_refitted_bn_run)
     model = clf.model.cpu().eval()
-    with torch.no_grad():
-        noise = (model(x).double() - model.double()(x.double())).abs().max().item()
-    assert noise > 2.5e-5  # so 4 × noise is over the 1e-4 floor: this run is the case the rule is for
+    with torch.no_grad():  # in the parity check's batches (1 image, then the other 17): conv kernels differ by batch
+        fp32 = torch.cat([model(x[:1]), model(x[1:])]).double()
+        noise = (fp32 - model.double()(x.double())).abs().max().item()
+    assert len(x) <= 33 and noise > 2.5e-5  # so 4 × noise is over the 1e-4 floor: this run is the case the rule is for
     result = export(lite0_refitted_bn_run, tmp_path / "m.onnx", exporter="classic")
     parity = result.parity
     assert parity.passed and parity.agreement == 1.0

@@ -83,6 +83,33 @@ def test_predict_csv_of_the_onnx_file_matches_the_run(cnn_run, uint8_onnx, expor
             assert abs(float(a[column]) - float(b[column])) <= 2e-6  # the CSV's 6 decimals, ±1 in the last
 
 
+@pytest.mark.slow
+def test_a_cropping_model_carries_the_runs_own_preprocessing_and_predicts_like_it(lite0_run, tmp_path):
+    """EfficientNet-Lite0 resizes the short side to floor(32 / 0.875) = 36 bicubic and centre-crops 32 (timm's
+    eval transform): the file's metadata is model.json's preprocessing, and odd-shaped photos give the run's answers."""
+    from PIL import Image
+
+    card = json.loads((lite0_run / "model.json").read_text())
+    run_prep = fastcls.load(lite0_run).preprocessing
+    assert run_prep.resize == "crop" and run_prep.crop_pct == pytest.approx(0.875) and run_prep.size == 32
+    result = export(lite0_run, tmp_path / "lite0.onnx", with_preprocessing=True, exporter="classic")
+    meta = result.metadata
+    assert meta.preprocessing() == run_prep and meta.preprocessing().to_dict() == card["preprocessing"]
+    rng = np.random.default_rng(0)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, (w, h) in enumerate([(53, 37), (29, 61), (120, 45), (33, 33)]):  # short side up- and down-scaled
+        pixels = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(photos / f"p{i}.png")
+    assert invoke("predict", lite0_run, photos, "--out", tmp_path / "run.csv", "--top", "3").exit_code == 0
+    assert invoke("predict", result.path, photos, "--out", tmp_path / "onnx.csv", "--top", "3").exit_code == 0
+    want, got = _csv(tmp_path / "run.csv"), _csv(tmp_path / "onnx.csv")
+    assert len(want) == len(got) == 4
+    for a, b in zip(want, got, strict=True):
+        assert (a["path"], a["label"], a["top1"], a["top2"]) == (b["path"], b["label"], b["top1"], b["top2"])
+        assert abs(float(a["probability"]) - float(b["probability"])) <= 1e-5
+
+
 def test_onnx_predict_runs_without_torch(cnn_run, uint8_onnx, export_data):
     """A deployment with onnxruntime, numpy and Pillow only: torch cannot even be imported here."""
     code = (

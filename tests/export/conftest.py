@@ -49,8 +49,8 @@ def cnn_run(tmp_path_factory, export_data) -> Path:
 def lite0_run(tmp_path_factory, export_data) -> Path:
     """Fine-tuned with the ImageNet BatchNorm statistics kept (--frozen-bn eval)."""
     folder = tmp_path_factory.mktemp("export-runs") / "lite0"
-    model = {"pretrained": True}
-    return train(folder, export_data, "efficientnet_lite0", 32, model=model, epochs=1, strategy="head", frozen_bn="eval")
+    settings = {"epochs": 1, "strategy": "head", "frozen_bn": "eval"}
+    return train(folder, export_data, "efficientnet_lite0", 32, model={"pretrained": True}, **settings)
 
 
 @pytest.fixture(scope="session")

@@ -122,7 +122,8 @@ def _model_from_card(model: Any, card: dict[str, Any], arch: str) -> Any:
     return model
 
 
-def _expand_images(items: list[str | Path]) -> list[Path]:
+def expand_images(items: list[str | Path]) -> list[Path]:
+    """Image files given, and every image under the folders given (sorted); a missing path is a DataError."""
     paths: list[Path] = []
     for item in items:
         path = Path(item).expanduser()
@@ -135,6 +136,8 @@ def _expand_images(items: list[str | Path]) -> list[Path]:
     if not paths:
         raise DataError("no images given: pass image files or folders that contain images.")
     return paths
+
+
 
 
 def _versions() -> dict[str, str]:
@@ -504,7 +507,7 @@ class ImageClassifier:
         from fastcls.scoring import score_files
 
         self._require_trained()
-        paths = _expand_images([images] if isinstance(images, str | Path) else list(images))
+        paths = expand_images([images] if isinstance(images, str | Path) else list(images))
         scores = score_files(self.model, self.preprocessing, paths, on_bad_image=self.config.data.on_bad_image)
         return scores.probs.numpy(), scores.paths
 

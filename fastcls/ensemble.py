@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
     from fastcls.api import ImageClassifier, Prediction
     from fastcls.data.sources import ImageSource
+    from fastcls.export.onnx_predictor import OnnxClassifier
     from fastcls.reporting import Reporter
 
 __all__ = [
@@ -758,9 +759,9 @@ class EnsembleClassifier:
     def _vote(self, images: list[str | Path] | str | Path):
         import numpy as np
 
-        from fastcls.api import _expand_images
+        from fastcls.api import expand_images
 
-        paths = _expand_images([images] if isinstance(images, str | Path) else list(images))
+        paths = expand_images([images] if isinstance(images, str | Path) else list(images))
         stacked, kept_all = [], np.ones(len(paths), dtype=bool)
         for member, name in zip(self.ensemble.members, self.ensemble.names, strict=True):
             probs, kept = _run_member(member.classifier(), paths, self.tta, None, name)
@@ -820,9 +821,14 @@ def load_ensemble(path: str | Path) -> EnsembleClassifier:
     return EnsembleClassifier(ensemble, method, weights, prefer_index, tta)
 
 
-def load_predictor(path: str | Path) -> ImageClassifier | EnsembleClassifier:
-    """A run folder -> `fastcls.load`; an ensemble.json, or a folder with one and no model.json -> `load_ensemble`."""
+def load_predictor(path: str | Path) -> ImageClassifier | EnsembleClassifier | OnnxClassifier:
+    """A run folder -> `fastcls.load`; an ensemble.json, or a folder with one and no model.json -> `load_ensemble`;
+    an .onnx file from `fastcls export` -> an onnxruntime classifier (no torch)."""
     target = Path(path).expanduser()
+    if target.suffix.lower() == ".onnx" and not target.is_dir():
+        from fastcls.export.onnx_predictor import load_onnx
+
+        return load_onnx(target)
     is_json = target.is_file() and target.suffix.lower() == ".json" and target.name != "model.json"
     holds_json = target.is_dir() and (target / "ensemble.json").is_file() and not (target / "model.json").is_file()
     if is_json or holds_json:

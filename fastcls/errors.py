@@ -13,6 +13,7 @@ __all__ = [
     "ArchError",
     "ConfigError",
     "DataError",
+    "ExportError",
     "FastclsError",
     "Interrupted",
     "RunError",
@@ -35,6 +36,10 @@ class DataError(FastclsError):
 
 class ArchError(FastclsError):
     """The architecture name is unknown or cannot be built."""
+
+
+class ExportError(FastclsError):
+    """A model cannot be exported, or its export does not give the same answers (no file is kept)."""
 
 
 class TrainingDiverged(FastclsError):

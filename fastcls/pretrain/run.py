@@ -1,0 +1,404 @@
+"""`fastcls pretrain` as a Python call: pretrain a backbone self-supervised and write a run folder.
+
+The folder is a normal fastcls run (config.toml, metrics.csv, plots/curves.png, report.md,
+model.json, model.safetensors) whose model.safetensors is the backbone alone, named as the
+arch's classifier names it, and whose model.json says `"classifier": false`. Fine-tune it with
+`fastcls finetune DATA --arch A --weights RUN`. Ctrl-C/SIGTERM or `stop_after` save it after the
+last finished epoch, and `resume_pretrain` continues it exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fastcls.errors import ConfigError, DataError, Interrupted, RunError, TrainingDiverged
+from fastcls.pretrain.config import PretrainConfig, load_pretrain_config
+from fastcls.reporting import Reporter, as_reporter
+from fastcls.runs import StagedRun, atomic_write_bytes, atomic_write_text, default_run_name, require_run
+
+if TYPE_CHECKING:
+    from fastcls.data.images import Preprocessing
+
+__all__ = ["BACKBONE_FORMAT", "PretrainResult", "pretrain", "resume_pretrain"]
+
+BACKBONE_FORMAT = "fastcls.backbone/1"
+METRIC_COLUMNS = ("epoch", "ssl_loss", "lr", "target_momentum", "seconds")
+
+
+@dataclass
+class PretrainResult:
+    """What a pretraining run made: its folder, per-epoch rows and the probe before and after."""
+
+    path: Path
+    config: PretrainConfig
+    history: list[dict[str, Any]]
+    planned_epochs: int
+    probe: dict[str, Any] | None = None  # ProbeResult.to_dict() after pretraining
+    probe_start: dict[str, Any] | None = None  # the same probe of the starting backbone
+    stopped: str | None = None
+    card: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ssl_loss(self) -> float | None:
+        return self.history[-1]["ssl_loss"] if self.history else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run": str(self.path),
+            "method": self.config.pretrain.method,
+            "arch": self.config.model.arch,
+            "epochs": len(self.history),
+            "planned_epochs": self.planned_epochs,
+            "stopped": self.stopped,
+            "ssl_loss": self.ssl_loss,
+            "probe": self.probe,
+            "probe_start": self.probe_start,
+        }
+
+
+def _weights_card(weights: str | None) -> dict[str, Any] | None:
+    """model.json of a run folder given as --weights (its preprocessing and cnn settings are reused)."""
+    if not weights or not (Path(weights).expanduser() / "model.json").is_file():
+        return None
+    try:
+        card = json.loads((Path(weights).expanduser() / "model.json").read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RunError(f"{weights}/model.json is damaged or from another tool ({exc}).") from None
+    return card if isinstance(card, dict) else None
+
+
+def _preprocessing(config: PretrainConfig, spec, card: dict[str, Any] | None, paths: list[Path]) -> Preprocessing:
+    from fastcls.data.images import Preprocessing
+    from fastcls.models.registry import default_preprocessing
+    from fastcls.pretrain.data import median_side
+
+    if card is not None and card.get("preprocessing"):
+        prep = Preprocessing.from_dict(card["preprocessing"])
+        return replace(prep, size=config.data.size or prep.size)
+    native = median_side(paths) if spec.family == "cnn" and not config.data.size else 64
+    return default_preprocessing(spec, config.data.size, native)
+
+
+def _versions() -> dict[str, str]:
+    import platform
+    import sys
+
+    from fastcls import __version__
+
+    versions = {"fastcls": __version__, "python": platform.python_version()}
+    for name in ("torch", "torchvision", "timm", "lightly"):
+        module = sys.modules.get(name)
+        if module is not None:
+            versions[name] = getattr(module, "__version__", "?")
+    return versions
+
+
+def _card(config: PretrainConfig, result: PretrainResult, family: str, prep, backbone, skipped: int) -> dict:
+    metrics: dict[str, Any] = {"ssl_loss": result.ssl_loss, "skipped_images": skipped}
+    for name, probe in (("probe", result.probe), ("probe_start", result.probe_start)):
+        if probe is not None:
+            metrics[f"{name}_{probe['kind']}_accuracy"] = probe["accuracy"]
+    return {
+        "format": BACKBONE_FORMAT,
+        "task": "pretrain",
+        "classifier": False,
+        "arch": config.model.arch,
+        "family": family,
+        "model_settings": asdict(config.model.cnn) if family == "cnn" else {},
+        "num_classes": 0,
+        "classes": [],
+        "feature_dim": backbone.feature_dim,
+        "removed_classifier": backbone.removed,
+        "preprocessing": prep.to_dict(),
+        "data": config.data.source,
+        "method": config.pretrain.method,
+        "epochs": len(result.history),
+        "planned_epochs": result.planned_epochs,
+        "stopped": result.stopped,
+        "metrics": metrics,
+        "probe": result.probe,
+        "probe_start": result.probe_start,
+        "pretrained": config.model.pretrained,
+        "weights": config.model.weights,
+        "weights_note": backbone.weights_note,
+        "checkpoints": {},
+        "versions": _versions(),
+        "created": datetime.now().isoformat(timespec="seconds"),
+    }
+
+
+def _write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    columns = [c for c in METRIC_COLUMNS if any(c in row for row in rows)] or ["epoch", "ssl_loss"]
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
+
+
+def _curves(rows: list[dict[str, Any]], path: Path, title: str) -> None:
+    """SSL loss per epoch, and the LR (and target momentum) it was trained with."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in rows]
+    fig, (loss_ax, lr_ax) = plt.subplots(1, 2, figsize=(10, 4.2), dpi=100, layout="constrained")
+    loss_ax.plot(epochs, [r["ssl_loss"] for r in rows], "o-")
+    loss_ax.set(xlabel="epoch", ylabel="self-supervised loss", title="SSL loss")
+    lr_ax.plot(epochs, [r["lr"] for r in rows], "o-", label="learning rate (end of epoch)")
+    lr_ax.set(xlabel="epoch", ylabel="learning rate", title="Schedule")
+    if all("target_momentum" in r for r in rows):
+        other = lr_ax.twinx()
+        other.plot(epochs, [r["target_momentum"] for r in rows], "s--", color="tab:orange", label="target momentum")
+        other.set_ylabel("target momentum")
+    for ax in (loss_ax, lr_ax):
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _report(card: dict[str, Any], result: PretrainResult, config: PretrainConfig) -> str:
+    ssl = config.pretrain
+    lines = [
+        f"# {config.run.name or card['arch']}",
+        "",
+        f"- backbone: `{card['arch']}` ({card['family']}, {card['feature_dim']} features), {card['weights_note']}; "
+        "no classifier",
+        f"- method: {ssl.method} on `{card['data']}` at {card['preprocessing']['size']}px; {card['epochs']} of "
+        f"{card['planned_epochs']} epochs, {ssl.opt} lr {result.config.pretrain.base_lr(config.data.bs):g}, "
+        f"batch {config.data.bs}, seed {ssl.seed}",
+    ]
+    if result.probe is not None:
+        start = f" (before pretraining: {result.probe_start['accuracy']:.4f})" if result.probe_start else ""
+        lines.append(
+            f"- {result.probe['kind']} probe on the valid split ({result.probe['valid']} images): "
+            f"{result.probe['accuracy']:.4f}{start}"
+        )
+    lines += ["", "| epoch | ssl_loss | lr | seconds |", "|---:|---:|---:|---:|"]
+    lines += [f"| {r['epoch']} | {r['ssl_loss']:.4f} | {r['lr']:.3g} | {r['seconds']:.1f} |" for r in result.history]
+    lines += [
+        "",
+        "![pretraining curves](plots/curves.png)",
+        "",
+        f"Fine-tune it: `fastcls finetune DATA --arch {card['arch']} --weights <this folder>`. "
+        "Repeat it: `fastcls run config.toml`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def pretrain(
+    config: PretrainConfig, reporter: Reporter | str | None = None, stop_after: int | None = None
+) -> PretrainResult:
+    """Pretrain as `config` says into `run.out`, else `run.root/run.name` (default `<method>-<arch>-<time>`).
+
+    >>> config = PretrainConfig().merged(PretrainConfig.nest({"source": "builtin:digits", "epochs": 2}))
+    >>> result = pretrain(config, reporter="quiet")  # doctest: +SKIP
+    >>> result.probe["accuracy"] > result.probe_start["accuracy"]  # doctest: +SKIP
+    True
+    """
+    config = config.merged({})
+    name = config.run.name or default_run_name(f"{config.pretrain.method}-{config.model.arch}")
+    final = Path(config.run.out) if config.run.out else Path(config.run.root) / name
+    return _pretrain_into(final, config, as_reporter(reporter), stop_after, None)
+
+
+def resume_pretrain(
+    path: str | Path, reporter: Reporter | str | None = None, stop_after: int | None = None
+) -> PretrainResult:
+    """Continue a pretraining run stopped by `stop_after`, Ctrl-C or SIGTERM, exactly where it stopped."""
+    from fastcls.train.resume import RESUME_FILE, read_state
+
+    folder = require_run(path)
+    card = _weights_card(str(folder)) or {}
+    if card.get("task") != "pretrain":
+        raise RunError(f"{folder} is not a pretraining run; continue a classifier with `fastcls train --resume`.")
+    if not card.get("stopped"):
+        raise RunError(
+            f"{folder} finished its {card.get('epochs', '?')} epochs, so there is nothing to resume; to pretrain "
+            f"further, start from it: fastcls pretrain DATA --arch {card.get('arch')} --weights {folder}"
+        )
+    state = read_state(folder / "checkpoints" / RESUME_FILE)
+    config = load_pretrain_config(folder / "config.toml").merged({"run": {"out": str(folder), "exist_ok": True}})
+    return _pretrain_into(folder, config, as_reporter(reporter), stop_after, state)
+
+
+def _pretrain_into(
+    final: Path, config: PretrainConfig, report: Reporter, stop_after: int | None, state: dict[str, Any] | None
+) -> PretrainResult:
+    from fastcls.device import pick_device
+    from fastcls.models.registry import resolve_arch
+    from fastcls.models.scratch import check_cnn_config
+    from fastcls.pretrain.backbone import build_backbone
+    from fastcls.pretrain.data import TwoViews, decode_images, find_images, probe_splits
+    from fastcls.pretrain.loop import SslTrainer, StopSignals
+    from fastcls.pretrain.methods import get_method, view_settings
+    from fastcls.pretrain.probe import run_probe
+    from fastcls.train.learner import seed_everything
+
+    ssl, started = config.pretrain, time.perf_counter()
+    method = get_method(ssl.method)
+    spec = resolve_arch(config.model.arch)
+    card = _weights_card(config.model.weights) if config.model.pretrained else None
+    if card is not None:
+        _match_card(config, card, spec.name)
+    if spec.family == "cnn":
+        check_cnn_config(config.model.cnn)
+    files = find_images(config.data.source, config.data.valid_pct, ssl.seed)
+    probe_source = files.source
+    if ssl.probe_data:
+        from fastcls.data.sources import resolve_source
+
+        probe_source = resolve_source(ssl.probe_data, config.data.valid_pct, ssl.seed)
+    probe_kind = ssl.probe or ("knn" if probe_source is not None else "none")
+    if probe_kind != "none" and probe_source is None:
+        raise DataError(
+            f"{config.data.source} has no labels (a folder of images without class folders), so --probe "
+            f"{probe_kind} has nothing to score; pass --probe-data LABELLED_DATA or --probe none."
+        )
+    files = _with_fraction(files, config.data.fraction, ssl.seed)
+    prep = _preprocessing(config, spec, card, files.paths)
+    images, labelled_train = decode_images(files, prep, config.data.on_bad_image, report)
+    if spec.family == "cnn" and card is None:
+        from fastcls.data.loaders import channel_stats
+
+        mean, std = channel_stats(images.images)
+        prep = replace(prep, mean=mean, std=std)
+    probe = None
+    if probe_kind != "none":
+        reuse = labelled_train if probe_source is files.source and config.data.fraction >= 1 else None
+        probe = probe_splits(probe_source, prep, config.data.on_bad_image, report, reuse)
+    seed_everything(ssl.seed)
+    backbone = build_backbone(spec, prep.size, config.model.cnn, config.model.pretrained, config.model.weights)
+    device = pick_device()
+    hidden = ssl.hidden_dim or method.hidden_dim
+    model = method.model(backbone.module, backbone.feature_dim, hidden).to(device)
+    views = TwoViews(images.images, method.views(view_settings(prep.size, prep.mean, prep.std, _min_scale(ssl, method))))
+    trainer = SslTrainer(
+        model, views, ssl, int(config.data.bs), device, report, config.data.workers, stop_after, method.target_network
+    )
+
+    def score() -> dict[str, Any]:
+        train, valid, classes = probe
+        return run_probe(probe_kind, backbone.module, train, valid, len(classes), prep, device, ssl.knn_k).to_dict()
+
+    probe_start = None
+    if state is not None:
+        trainer.restore(state)
+        probe_start = state.get("probe_start")
+        report.info(f"resuming {method.name} pretraining after epoch {len(trainer.history)} of {ssl.epochs}")
+    elif probe is not None:
+        probe_start = score()
+        report.info(f"{probe_kind} probe of the starting backbone ({backbone.weights_note}): {probe_start['accuracy']:.4f}")
+    report.info(
+        f"{method.name} pretraining of {spec.name} ({backbone.weights_note}, {backbone.feature_dim} features) on "
+        f"{len(views)} images at {prep.size}px, batch {config.data.bs}, {trainer.steps_per_epoch} steps/epoch"
+    )
+    config.model.arch, config.data.size = spec.name, prep.size
+    signals = StopSignals()
+    with signals.installed():
+        history = trainer.fit(signals)
+    if not history:
+        why = trainer.diverged or f"{trainer.stopped} during epoch 1"
+        if trainer.diverged:
+            raise TrainingDiverged(f"{why}, before any epoch finished; nothing was saved. Lower --lr.")
+        raise Interrupted(f"{why}, before any epoch finished; nothing was saved.")
+    if trainer.diverged:
+        trainer.stopped = "diverged"
+    result = PretrainResult(final, config, history, ssl.epochs, stopped=trainer.stopped, probe_start=probe_start)
+    if probe is not None:
+        result.probe = score()
+        start = f" (before pretraining: {probe_start['accuracy']:.4f})" if probe_start else ""
+        report.info(f"{probe_kind} probe after pretraining: {result.probe['accuracy']:.4f}{start}")
+    with StagedRun(final, config.run.exist_ok) as staged:
+        result.card = _card(config, result, spec.family, prep, backbone, len(images.skipped))
+        _write_run(staged.staging, staged.final, result, backbone.module, trainer, probe_start)
+        result.path = staged.commit()
+    if not trainer.stopped or trainer.stopped == "diverged":
+        from fastcls.train.resume import RESUME_FILE
+
+        (result.path / "checkpoints" / RESUME_FILE).unlink(missing_ok=True)
+    report.info(f"pretraining took {time.perf_counter() - started:.0f}s; backbone saved to {result.path}")
+    if trainer.diverged:
+        raise TrainingDiverged(
+            f"{trainer.diverged}; {result.path} holds the last good epoch ({len(history)}). Lower --lr."
+        )
+    if trainer.stopped in ("SIGINT", "SIGTERM"):
+        raise Interrupted(
+            f"{trainer.stopped} after epoch {len(history)} of {ssl.epochs}; {result.path} holds it. Continue "
+            f"exactly where it stopped with: fastcls pretrain --resume {result.path}"
+        )
+    return result
+
+
+def _match_card(config: PretrainConfig, card: dict[str, Any], arch: str) -> None:
+    """Starting from a run folder: its arch must be --arch; a cnn takes the run's block settings."""
+    if card.get("arch") != arch:
+        raise ConfigError(
+            f"--weights run was trained as {card.get('arch')!r} but --arch resolves to {arch!r}; "
+            f"pass --arch {card.get('arch')}."
+        )
+    if card.get("family") == "cnn" and card.get("model_settings"):
+        from fastcls.config import CnnConfig
+
+        config.model = replace(config.model, cnn=CnnConfig(**card["model_settings"]))
+
+
+def _with_fraction(files, fraction: float, seed: int):
+    """Pretrain on a seeded `fraction` of the images (stratified when they are labelled)."""
+    if fraction >= 1:
+        return files
+    from fastcls.pretrain.data import ImageFiles
+
+    if files.source is not None:
+        source = files.source.with_fraction(fraction, seed)
+        return ImageFiles(files.spec, [s.path for s in source.split("train")], source)
+    import random
+
+    keep = sorted(random.Random(seed).sample(range(len(files.paths)), max(1, round(fraction * len(files.paths)))))
+    return ImageFiles(files.spec, [files.paths[i] for i in keep], None)
+
+
+def _min_scale(ssl, method) -> float:
+    return ssl.min_scale if ssl.min_scale is not None else method.min_scale
+
+
+def _write_run(folder: Path, final: Path, result: PretrainResult, backbone, trainer, probe_start) -> None:
+    """The run's files, each written atomically; the resume point when the run stopped early."""
+    from safetensors.torch import save_file
+
+    snapshot = trainer.snapshot
+    prefix = "backbone."
+    state = {k[len(prefix) :]: v.contiguous() for k, v in snapshot["model"].items() if k.startswith(prefix)}
+    expected = set(backbone.state_dict())
+    if set(state) != expected:  # the names a classifier of this arch uses, minus its head: checked, not assumed
+        raise RunError(f"internal: the saved backbone's tensors differ from the model's ({len(state)} vs {len(expected)}).")
+    tmp = folder / ".model.safetensors.tmp"
+    save_file(state, str(tmp), metadata={"format": BACKBONE_FORMAT})
+    atomic_write_bytes(folder / "model.safetensors", tmp.read_bytes())
+    tmp.unlink()
+    atomic_write_text(folder / "model.json", json.dumps(result.card, indent=2) + "\n")
+    config = result.config.merged({"run": {"name": final.name, "root": str(final.parent), "out": None}})
+    atomic_write_text(folder / "config.toml", config.to_toml())
+    _write_metrics(folder / "metrics.csv", result.history)
+    _curves(result.history, folder / "plots" / "curves.png", f"{result.config.pretrain.method} {result.card['arch']}")
+    atomic_write_text(folder / "report.md", _report(result.card, result, config))
+    if result.stopped and result.stopped != "diverged":
+        from fastcls.train.resume import RESUME_FILE, write_state
+
+        write_state(folder / "checkpoints" / RESUME_FILE, {**snapshot, "probe_start": probe_start})

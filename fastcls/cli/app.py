@@ -11,6 +11,7 @@ from fastcls import __version__
 from fastcls.cli import ensemble, inspect, train, use
 from fastcls.cli.common import DEBUG
 from fastcls.cli.interpret import register as register_interpret
+from fastcls.cli.pretrain import register as register_pretrain
 from fastcls.cli.sensitivity import register as register_sensitivity
 from fastcls.cli.studies import register as register_studies
 
@@ -49,6 +50,7 @@ register_interpret(app)
 register_sensitivity(app)
 ensemble.register(app)
 register_studies(app)
+register_pretrain(app)
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ from typing import Any
 from fastcls.config import CnnConfig, DataConfig, ModelConfig, RunConfig, apply_settings, read_toml
 from fastcls.errors import ConfigError, did_you_mean
 
-__all__ = ["OPTIMIZERS", "PretrainConfig", "SslConfig", "load_pretrain_config"]
+__all__ = ["OPTIMIZERS", "PretrainConfig", "SslConfig", "is_pretrain_config", "load_pretrain_config"]
 
 # Default peak LR of each optimiser for a batch of 256 (scaled linearly with the batch). SGD with
 # momentum 0.9 at 0.06 per 128 images is what lightly's benchmarks train BYOL/SimSiam/SimCLR with;
@@ -149,6 +149,17 @@ def _drop_none(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _drop_none(v) for k, v in value.items() if v is not None}
     return value
+
+
+def is_pretrain_config(path: Any) -> bool:
+    """True for a TOML file that says `command = "pretrain"` (a pretraining run's config.toml)."""
+    import tomllib
+    from pathlib import Path
+
+    try:
+        return tomllib.loads(Path(path).read_text(encoding="utf-8")).get("command") == "pretrain"
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
+        return False
 
 
 def load_pretrain_config(path: Any) -> PretrainConfig:

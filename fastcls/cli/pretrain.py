@@ -77,6 +77,10 @@ MinScale = Annotated[
     Optional[float],
     typer.Option(help="Smallest random crop of a view, as a share of the image (default: the method's, 0.08-0.2)."),
 ]
+Hflip = Annotated[
+    Optional[float],
+    typer.Option(help="Probability that a view is mirrored (default 0.5; 0 for digits, text, anything mirroring changes)."),
+]
 Probe = Annotated[
     Optional[str],
     typer.Option(
@@ -99,7 +103,7 @@ Resume = Annotated[
 
 FLAGS = (
     "data", "method", "arch", "weights", "pretrained", "epochs", "bs", "lr", "wd", "opt", "warmup", "size", "seed",
-    "hidden_dim", "target_momentum", "min_scale", "probe", "probe_data", "knn_k", "valid_pct", "fraction",
+    "hidden_dim", "target_momentum", "min_scale", "hflip", "probe", "probe_data", "knn_k", "valid_pct", "fraction",
     "on_bad_image", "workers", *(f for f in CNN_FLAGS if f != "dropout"), "name", "out", "runs_dir", "exist_ok",
 )  # fmt: skip
 _RENAMED = {"data": "source", "runs_dir": "root"}
@@ -158,6 +162,7 @@ def pretrain(
     hidden_dim: HiddenDim = None,
     target_momentum: TargetMomentum = None,
     min_scale: MinScale = None,
+    hflip: Hflip = None,
     probe: Probe = None,
     probe_data: ProbeData = None,
     knn_k: KnnK = None,

@@ -46,6 +46,7 @@ class SslConfig:
     hidden_dim: int | None = None  # projection/prediction MLP width (None: the method's default)
     target_momentum: float = 0.996  # BYOL: EMA momentum at the start; a cosine schedule takes it to 1
     min_scale: float | None = None  # smallest random-resized-crop area of a view
+    hflip: float = 0.5  # probability that a view is mirrored (0 where mirroring changes the meaning: digits, text)
     probe: str | None = None
     probe_data: str | None = None  # labelled DATA to probe on when DATA itself is unlabeled
     knn_k: int = 20
@@ -67,6 +68,7 @@ class SslConfig:
         _check_range("target_momentum", self.target_momentum, 0.0, 1.0)
         if self.min_scale is not None:
             _check_range("min_scale", self.min_scale, 0.01, 1.0)
+        _check_range("hflip", self.hflip, 0.0, 1.0)
         if self.probe is not None:
             check_probe(self.probe)
         _check_range("knn_k", self.knn_k, 1, 10000)

@@ -95,10 +95,10 @@ def decode_images(
                 "--on-bad-image skip."
             )
         kept = [(a, p) for a, p in zip(arrays, files.paths, strict=True) if a is not None]
-        if errors:
-            reporter.warn(f"skipped {len(errors)} unreadable image(s), e.g. {errors[0]}")
         if not kept:
             raise DataError(f"none of the {len(files.paths)} images in {files.spec} could be read, first: {errors[0]}.")
+        if errors:
+            reporter.warn(f"skipped {len(errors)} unreadable image(s), e.g. {errors[0]}")
         stacked = torch.from_numpy(np.stack([a for a, _ in kept]))
         images = DecodedSplit(stacked, torch.zeros(len(kept), dtype=torch.long), [p for _, p in kept], errors)
         train = None

@@ -45,11 +45,14 @@ class Method:
     views: Callable[[dict[str, Any]], Callable[[Any], Sequence[Any]]]
 
 
-def view_settings(size: int, mean: Sequence[float], std: Sequence[float], min_scale: float) -> dict[str, Any]:
+def view_settings(
+    size: int, mean: Sequence[float], std: Sequence[float], min_scale: float, hflip: float = 0.5
+) -> dict[str, Any]:
     """The keyword arguments every lightly view transform takes, adapted to small images."""
     settings: dict[str, Any] = {
         "input_size": size,
         "min_scale": min_scale,
+        "hf_prob": hflip,
         "normalize": {"mean": list(mean), "std": list(std)},
     }
     if size < SMALL_IMAGE:

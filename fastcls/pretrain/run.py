@@ -233,6 +233,11 @@ def resume_pretrain(
             f"{folder} finished its {card.get('epochs', '?')} epochs, so there is nothing to resume; to pretrain "
             f"further, start from it: fastcls pretrain DATA --arch {card.get('arch')} --weights {folder}"
         )
+    if stop_after is not None and stop_after <= int(card.get("epochs", 0)):
+        raise ConfigError(
+            f"--stop-after {stop_after} is not after epoch {card.get('epochs')}, where {folder} stopped; "
+            f"give a later epoch (at most {card.get('planned_epochs')}) or leave it out."
+        )
     state = read_state(folder / "checkpoints" / RESUME_FILE)
     config = load_pretrain_config(folder / "config.toml").merged({"run": {"out": str(folder), "exist_ok": True}})
     return _pretrain_into(folder, config, as_reporter(reporter), stop_after, state)
@@ -288,7 +293,8 @@ def _pretrain_into(
     device = pick_device()
     hidden = ssl.hidden_dim or method.hidden_dim
     model = method.model(backbone.module, backbone.feature_dim, hidden).to(device)
-    views = TwoViews(images.images, method.views(view_settings(prep.size, prep.mean, prep.std, _min_scale(ssl, method))))
+    settings = view_settings(prep.size, prep.mean, prep.std, _min_scale(ssl, method), ssl.hflip)
+    views = TwoViews(images.images, method.views(settings))
     trainer = SslTrainer(
         model, views, ssl, int(config.data.bs), device, report, config.data.workers, stop_after, method.target_network
     )

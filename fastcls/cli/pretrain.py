@@ -79,7 +79,7 @@ MinScale = Annotated[
 ]
 Hflip = Annotated[
     Optional[float],
-    typer.Option(help="Probability that a view is mirrored (default 0.5; 0 for digits, text, anything mirroring changes)."),
+    typer.Option(help="Probability that a view is mirrored (default 0.5; 0 for digits and text)."),
 ]
 Probe = Annotated[
     Optional[str],
@@ -88,9 +88,7 @@ Probe = Annotated[
         "(default knn when the data has labels)."
     ),
 ]
-ProbeData = Annotated[
-    Optional[str], typer.Option(help="Labelled DATA for the probe when DATA is an unlabeled folder.")
-]
+ProbeData = Annotated[Optional[str], typer.Option(help="Labelled DATA for the probe when DATA is an unlabeled folder.")]
 KnnK = Annotated[Optional[int], typer.Option(help="Neighbours of the k-NN probe (default 20).")]
 Workers = Annotated[
     Optional[int],
@@ -135,8 +133,9 @@ def _show(result, quiet: bool, as_json: bool) -> None:
             line += f" (before: {result.probe_start['accuracy']:.4f})"
     if result.stopped:
         console().print(
-            f"[yellow]stopped[/yellow] after epoch {len(result.history)} of {result.planned_epochs} ({result.stopped}): "
-            f"{line}; saved to [bold]{result.path}[/bold]. Finish it with: fastcls pretrain --resume {result.path}"
+            f"[yellow]stopped[/yellow] after epoch {len(result.history)} of {result.planned_epochs} "
+            f"({result.stopped}): {line}; saved to [bold]{result.path}[/bold]. "
+            f"Finish it with: fastcls pretrain --resume {result.path}"
         )
         return
     console().print(

@@ -41,9 +41,7 @@ def _strip_classifier(model: nn.Module, family: str) -> list[str]:
     return keys
 
 
-def build_backbone(
-    spec: ArchSpec, size: int, cnn: CnnConfig | None, pretrained: bool, weights: str | None
-) -> Backbone:
+def build_backbone(spec: ArchSpec, size: int, cnn: CnnConfig | None, pretrained: bool, weights: str | None) -> Backbone:
     """A random or pretrained (file, run folder, packaged, hub: as `finetune`) backbone at `size` px."""
     from fastcls.models.registry import build_model
     from fastcls.models.weights import load_pretrained
@@ -62,6 +60,7 @@ def build_backbone(
     except RuntimeError as exc:
         raise ArchError(f"{spec.name} cannot run at {size}px: {str(exc).splitlines()[0]}") from None
     if out.ndim != 2:
-        raise ArchError(f"{spec.name} without its classifier gives {tuple(out.shape[1:])}-shaped features, not a vector.")
+        shape = tuple(out.shape[1:])
+        raise ArchError(f"{spec.name} without its classifier gives {shape}-shaped features, not a vector.")
     model.train()
     return Backbone(model, int(out.shape[1]), note, removed)

@@ -61,7 +61,8 @@ class SslConfig:
             _check_range("lr", self.lr, 1e-12, 100.0)
         _check_range("wd", self.wd, 0.0, 10.0)
         if self.opt not in OPTIMIZERS:
-            raise ConfigError(f"opt={self.opt!r} is not one of {', '.join(OPTIMIZERS)}.{did_you_mean(self.opt, OPTIMIZERS)}")
+            hint = did_you_mean(self.opt, OPTIMIZERS)
+            raise ConfigError(f"opt={self.opt!r} is not one of {', '.join(OPTIMIZERS)}.{hint}")
         _check_range("warmup", self.warmup, 0, self.epochs - 1)
         if self.hidden_dim is not None:
             _check_range("hidden_dim", self.hidden_dim, 1, 65536)
@@ -93,13 +94,13 @@ class PretrainConfig:
 
     def validate(self) -> PretrainConfig:
         if self.command != "pretrain":
-            raise ConfigError(f"command={self.command!r}: a pretraining config says command = \"pretrain\".")
+            raise ConfigError(f'command={self.command!r}: a pretraining config says command = "pretrain".')
         if self.data.bs == "auto":
             raise ConfigError("--bs auto is for classifier training; give pretraining a number (e.g. --bs 256).")
         if self.data.aug != "none":
             raise ConfigError(f"aug={self.data.aug!r}: pretraining augments with its method's own two views; drop it.")
         if self.model.head_dropout is not None:
-            raise ConfigError("head_dropout is the classifier's; a pretrained backbone has none. Set it when fine-tuning.")
+            raise ConfigError("head_dropout is the classifier's and a backbone has none; set it when fine-tuning.")
         for name in _SECTIONS:
             getattr(self, name).validate()
         return self
@@ -155,8 +156,9 @@ def _drop_none(value: Any) -> Any:
 
 def is_pretrain_config(path: Any) -> bool:
     """True for a TOML file that says `command = "pretrain"` (a pretraining run's config.toml)."""
-    import tomllib
     from pathlib import Path
+
+    import tomllib
 
     try:
         return tomllib.loads(Path(path).read_text(encoding="utf-8")).get("command") == "pretrain"

@@ -133,7 +133,5 @@ METHODS: dict[str, Method] = {
 def get_method(name: str) -> Method:
     """The registry entry for `name`, or a ConfigError with the close matches."""
     if name not in METHODS:
-        raise ConfigError(
-            f"method {name!r} is not one of {', '.join(METHODS)}.{did_you_mean(name, METHODS)}"
-        )
+        raise ConfigError(f"method {name!r} is not one of {', '.join(METHODS)}.{did_you_mean(name, METHODS)}")
     return METHODS[name]

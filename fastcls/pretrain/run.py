@@ -256,6 +256,10 @@ def _pretrain_into(
     from fastcls.pretrain.probe import run_probe
     from fastcls.train.learner import seed_everything
 
+    try:
+        import lightly  # noqa: F401
+    except ImportError:
+        raise ConfigError("fastcls pretrain needs lightly: pip install 'fastcls[ssl]' (or lightly itself).") from None
     ssl, started = config.pretrain, time.perf_counter()
     method = get_method(ssl.method)
     spec = resolve_arch(config.model.arch)
@@ -310,7 +314,7 @@ def _pretrain_into(
         report.info(f"resuming {method.name} pretraining after epoch {len(trainer.history)} of {ssl.epochs}")
     elif probe is not None:
         probe_start = score()
-        report.info(f"{probe_kind} probe of the starting backbone ({backbone.weights_note}): {probe_start['accuracy']:.4f}")
+        report.info(f"{probe_kind} probe of the starting backbone: {probe_start['accuracy']:.4f}")
     report.info(
         f"{method.name} pretraining of {spec.name} ({backbone.weights_note}, {backbone.feature_dim} features) on "
         f"{len(views)} images at {prep.size}px, batch {config.data.bs}, {trainer.steps_per_epoch} steps/epoch"
@@ -393,7 +397,7 @@ def _write_run(folder: Path, final: Path, result: PretrainResult, backbone, trai
     state = {k[len(prefix) :]: v.contiguous() for k, v in snapshot["model"].items() if k.startswith(prefix)}
     expected = set(backbone.state_dict())
     if set(state) != expected:  # the names a classifier of this arch uses, minus its head: checked, not assumed
-        raise RunError(f"internal: the saved backbone's tensors differ from the model's ({len(state)} vs {len(expected)}).")
+        raise RunError(f"internal: the saved backbone has {len(state)} tensors, the model {len(expected)}.")
     tmp = folder / ".model.safetensors.tmp"
     save_file(state, str(tmp), metadata={"format": BACKBONE_FORMAT})
     atomic_write_bytes(folder / "model.safetensors", tmp.read_bytes())

@@ -162,3 +162,11 @@ def test_a_timm_backbone_keeps_timms_names(unlabeled, tmp_path):
     names = set(timm.create_model("resnet10t", num_classes=3).state_dict())
     assert set(_tensors(result.path)) == names - {"fc.weight", "fc.bias"}
     assert json.loads((result.path / "model.json").read_text())["removed_classifier"] == ["fc.weight", "fc.bias"]
+
+
+def test_views_do_not_depend_on_the_number_of_worker_processes(unlabeled, tmp_path):
+    serial = pretrain(_config(unlabeled, tmp_path / "w0", epochs=1), reporter="quiet")
+    parallel = pretrain(_config(unlabeled, tmp_path / "w2", epochs=1, workers=2), reporter="quiet")
+    assert serial.history[0]["ssl_loss"] == parallel.history[0]["ssl_loss"]
+    left, right = _tensors(serial.path), _tensors(parallel.path)
+    assert all(torch.equal(left[k], right[k]) for k in left)

@@ -1,4 +1,4 @@
-# Set-up and everyday commands. Needs only Python 3.10+ (3.11 tested) and make.
+# Set-up and everyday commands. Needs only Python 3.11+ and make.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin

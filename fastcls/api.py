@@ -24,7 +24,8 @@ from fastcls.data.images import IMAGE_SUFFIXES, Preprocessing
 from fastcls.data.sources import ImageSource, Sample, resolve_source
 from fastcls.errors import DataError, RunError, TrainingDiverged
 from fastcls.reporting import Reporter, as_reporter
-from fastcls.runs import StagedRun, atomic_write_text, default_run_name, read_metrics, require_run
+from fastcls.runs import atomic_write_text, default_run_name, read_metrics, require_run
+from fastcls.staging import StagedRun, final_of, partial_path
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -190,6 +191,7 @@ class ImageClassifier:
         self.checkpoint_epochs: dict[str, int] = {}  # checkpoint name -> epoch it holds
         self.diverged: str | None = None  # where the loss became NaN/inf, when it did
         self.stopped: str | None = None  # "stop-after", "SIGINT" or "SIGTERM" when training stopped before its plan
+        self.resumed_after: int | None = None  # the epoch an interrupted run was continued from, when it was
         self.planned_epochs = 0
         self.sensitive_tensors: dict[str, list[str]] = {"frozen": [], "boosted": []}
         self._source: ImageSource | None = None
@@ -371,9 +373,14 @@ class ImageClassifier:
                 from fastcls.plots import lr_find_plot
 
                 lr_find_plot(found, Path(log_dir) / "plots" / "lr_find.png")
+        if log_dir is not None:  # the resolved settings, before epoch 1: what continuing after a kill -9 needs
+            atomic_write_text(Path(log_dir) / "config.toml", config.to_toml())
         self.history = trainer.fit()
         kept = trainer.checkpoints.epochs[config.train.keep]
-        self.metrics.update({k: v for k, v in self.history[kept - 1].items() if k not in ("epoch", "phase")})
+        row = self.history[kept - 1]
+        self.metrics.update({k: v for k, v in row.items() if k not in ("epoch", "phase")})
+        if "ema" in config.train.keep:  # the shipped model is the average: its scores are the run's
+            self.metrics.update({k: row[f"ema_{k}"] for k in ("valid_loss", "accuracy", "top5")})
         self.metrics.update(kept_epoch=kept, stopped_early=bool(trainer.early and trainer.early.stopped))
         self.checkpoint_epochs = dict(trainer.checkpoints.epochs)
         self.diverged = trainer.nan_guard.message
@@ -590,6 +597,12 @@ class ImageClassifier:
         """Write a complete run folder at `path` (never half-written); returns the path."""
         self._require_trained()
         with StagedRun(path, exist_ok) as staged:
+            if staged.marker is not None and (staged.staging / "checkpoints" / "resume.pt").is_file():
+                raise RunError(
+                    f"{staged.final} has an interrupted training run in {staged.staging}; resume it "
+                    f"(fastcls train --resume {staged.final}) or remove it (fastcls runs clean --interrupted) first."
+                )
+            staged.start("save", {})
             self.write_files(staged.staging, staged.final)
             return staged.commit()
 
@@ -643,31 +656,66 @@ def train_run(
     Test accuracy is added to the metrics when the data has a test split. With `stop_after=N`
     (or Ctrl-C / SIGTERM, after the current batch) the run is saved after its last finished
     epoch and `resume_run` continues it exactly; an interrupt then raises `Interrupted`.
-    `callbacks`: factories of extra fastai callbacks, each called with the Trainer.
+    If an earlier call for the same folder was killed (kill -9, OOM, power), this call continues it
+    from its last finished epoch when the settings are the same, and refuses, naming the
+    differences, when they are not. `callbacks`: factories of extra fastai callbacks, each called
+    with the Trainer.
     """
     final = (
         Path(config.run.out)
         if config.run.out
         else Path(config.run.root) / (config.run.name or default_run_name(config.model.arch))
     )
-    return _train_into(final, config, as_reporter(reporter), stop_after, None, callbacks)
+    report = as_reporter(reporter)
+    request = config.to_dict()
+    config = config.merged({"run": {"out": str(final)}})  # trackers find the run by it (W&B's run id)
+    with StagedRun(final, config.run.exist_ok) as staged:
+        resume = None
+        if staged.marker is not None:
+            resume, config = _adopt_for(staged, request, report)
+        if resume is None:
+            staged.start(config.command, request)
+        outcome = _train_into(staged, config, report, stop_after, resume, callbacks)
+    return _finish(*outcome)
 
 
 def resume_run(
     path: str | Path, reporter: Reporter | str | None = None, stop_after: int | None = None
 ) -> tuple[ImageClassifier, Path]:
-    """Continue a run stopped by `stop_after` or Ctrl-C from its last finished epoch, exactly.
+    """Continue a run from its last finished epoch, exactly: one stopped by `stop_after`, Ctrl-C or
+    SIGTERM (a run folder), or one killed outright (its `.NAME.partial` staging folder; `path` may
+    name either).
 
     Model, optimiser, schedule position, RNG states, grad scaler and strategy phase (frozen
     groups, per-group LRs) come back as they were, so the result equals an uninterrupted run.
 
     >>> clf, path = resume_run("runs/digits-1")  # doctest: +SKIP
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from fastcls.train.resume import resumable_epoch
 
+    final = final_of(Path(path).expanduser())
+    if not final.exists() and not partial_path(final).is_dir():
+        require_run(final)  # says it does not exist
+    report = as_reporter(reporter)
+    with StagedRun(final, exist_ok=True) as staged:
+        if staged.marker is not None and resumable_epoch(staged.staging)[0] is not None:
+            resume, config = _adopt(staged, report)
+        else:
+            if not final.exists() and staged.marker is not None:
+                raise RunError(
+                    f"{final} was interrupted before it finished an epoch ({resumable_epoch(staged.staging)[1]}), "
+                    "so there is nothing to resume; start it again with the same command."
+                )
+            resume, config = _stopped_run(final)
+            staged.start("resume", config.to_dict())
+        outcome = _train_into(staged, config, report, stop_after, resume)
+    return _finish(*outcome)
+
+
+def _stopped_run(path: Path) -> tuple[Resume, Config]:
+    """The resume point of a run folder saved by --stop-after, Ctrl-C or SIGTERM."""
     from fastcls.train.learner import Resume
-    from fastcls.train.resume import RESUME_FILE, read_state
+    from fastcls.train.resume import read_resume_point
 
     folder = require_run(path)
     card = _read_card(folder)
@@ -677,43 +725,82 @@ def resume_run(
             f"{folder} finished its {card.get('epochs', '?')} epochs, so there is nothing to resume; to train "
             f"further, fine-tune from it: fastcls finetune DATA --arch {card.get('arch', 'ARCH')} --weights {folder}"
         )
-    state = read_state(folder / "checkpoints" / RESUME_FILE)
-    epochs = {str(k): int(v) for k, v in (card.get("checkpoints") or {}).items()}
-    states = {}
-    for name in epochs:
-        try:
-            states[name] = load_file(str(folder / "checkpoints" / f"{name}.safetensors"))
-        except (SafetensorError, OSError) as exc:
-            raise RunError(
-                f"{folder}/checkpoints/{name}.safetensors is missing or damaged ({str(exc).splitlines()[0]}); "
-                "this run cannot be resumed."
-            ) from None
+    state, history, states, epochs = read_resume_point(folder, card.get("checkpoints"))
     config = load_config(folder / "config.toml").merged({"run": {"out": str(folder), "exist_ok": True}})
-    resume = Resume(state, read_metrics(folder / "metrics.csv"), states, epochs)
-    return _train_into(folder, config, as_reporter(reporter), stop_after, resume)
+    return Resume(state, history, states, epochs), config
+
+
+def _adopt(staged: StagedRun, report: Reporter) -> tuple[Resume, Config]:
+    """Continue the run a kill interrupted in its staging folder, from its last finished epoch."""
+    from fastcls.train.learner import Resume
+    from fastcls.train.resume import read_resume_point
+
+    state, history, states, epochs = read_resume_point(staged.staging)
+    exist_ok = staged.final.exists()
+    run = {"out": str(staged.final), "exist_ok": exist_ok}
+    config = load_config(staged.staging / "config.toml").merged({"run": run})
+    staged.adopt()
+    report.info(
+        f"resuming {staged.final}: it was interrupted after epoch {state['epoch']}; continuing with epoch "
+        f"{int(state['epoch']) + 1} from {staged.staging}"
+    )
+    return Resume(state, history, states, epochs), config
+
+
+def _adopt_for(staged: StagedRun, request: dict[str, Any], report: Reporter) -> tuple[Resume | None, Config]:
+    """`train_run` found an interrupted attempt at its folder: continue it when it was started with the
+    same settings, start afresh when it never finished an epoch, refuse when the settings differ."""
+    from fastcls.config import settings_differences
+    from fastcls.train.resume import resumable_epoch
+
+    marker = staged.marker or {}
+    epoch, why = resumable_epoch(staged.staging)
+    config = Config.from_dict(request)
+    if epoch is None:
+        report.info(f"{staged.staging} holds an interrupted attempt with {why}; starting {staged.final} afresh")
+        return None, config
+    if marker.get("kind") == "resume":
+        raise RunError(
+            f"{staged.final} is a run being resumed that was interrupted after epoch {epoch}; continue it "
+            f"with `fastcls train --resume {staged.final}`."
+        )
+    old = {k: v for k, v in (marker.get("request") or {}).items() if k != "run"}
+    new = {k: v for k, v in json.loads(json.dumps(request)).items() if k != "run"}
+    differ = settings_differences(old, new)
+    if differ:
+        raise RunError(
+            f"{staged.final} has an interrupted run (after epoch {epoch}) started with other settings: "
+            f"{'; '.join(differ[:4])}. Continue it with `fastcls train --resume {staged.final}`, remove it with "
+            "`fastcls runs clean --interrupted`, or choose another --out or --name."
+        )
+    return _adopt(staged, report)
 
 
 def _train_into(
-    final: Path,
+    staged: StagedRun,
     config: Config,
     report: Reporter,
     stop_after: int | None,
     resume: Resume | None,
     callbacks: Sequence[Callable[[Trainer], Any]] = (),
 ) -> tuple[ImageClassifier, Path]:
-    with StagedRun(final, config.run.exist_ok) as staged:
-        clf = ImageClassifier.from_config(config).fit(
-            reporter=report, log_dir=staged.staging, stop_after=stop_after, resume=resume, callbacks=callbacks
-        )
-        if clf._source is not None and "test" in clf._source.splits:
-            result = clf.evaluate(split="test")
-            clf.metrics.update(test_accuracy=result.accuracy, test_top5=result.top5, test_loss=result.loss)
-        clf.write_files(staged.staging, staged.final)
-        path = staged.commit()
+    clf = ImageClassifier.from_config(config).fit(
+        reporter=report, log_dir=staged.staging, stop_after=stop_after, resume=resume, callbacks=callbacks
+    )
+    clf.resumed_after = int(resume.state["epoch"]) if resume is not None else None
+    if clf._source is not None and "test" in clf._source.splits:
+        result = clf.evaluate(split="test")
+        clf.metrics.update(test_accuracy=result.accuracy, test_top5=result.top5, test_loss=result.loss)
+    clf.write_files(staged.staging, staged.final)
+    return clf, staged.commit()
+
+
+def _finish(clf: ImageClassifier, path: Path) -> tuple[ImageClassifier, Path]:
+    """After the commit: drop the resume file of a finished run; raise for a NaN stop or an interrupt."""
     if not clf.stopped:
         from fastcls.train.resume import RESUME_FILE
 
-        (path / "checkpoints" / RESUME_FILE).unlink(missing_ok=True)  # a resumed run that finished
+        (path / "checkpoints" / RESUME_FILE).unlink(missing_ok=True)  # finished: nothing to resume
     if clf.diverged:
         raise TrainingDiverged(
             f"{clf.diverged}; training stopped and {path} holds the last good epoch "

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import tomllib
 from dataclasses import dataclass, field, fields
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from fastcls.errors import ConfigError, did_you_mean
 
@@ -32,15 +31,19 @@ __all__ = [
     "parse_fraction",
     "read_toml",
     "route_dropout",
+    "settings_differences",
 ]
 
 BAD_IMAGE_POLICIES = ("skip", "error")
 COMMANDS = ("train", "finetune")
-KEEP_CHOICES = ("last", "best-accuracy", "best-valid_loss")
+KEEP_CHOICES = ("last", "best-accuracy", "best-valid_loss", "ema", "best-ema")
 MONITORS = ("valid_loss", "accuracy")
 PRECISIONS = ("fp32", "bf16", "fp16")
 LOGGERS = ("csv", "tensorboard", "wandb")  # fastcls.train.tracking.TRACKERS, checked here without importing fastai
 LR_SUGGESTIONS = ("valley", "steep", "minimum", "slide")
+FROZEN_BN = ("eval", "train", "restart")
+# Settings renamed since older run folders were written: (section, old name) -> (new name, value map)
+LEGACY = {("train", "freeze_bn"): ("frozen_bn", lambda on: "eval" if on else "restart")}
 
 
 def parse_fraction(value: str | float) -> float:
@@ -169,7 +172,8 @@ class TrainConfig:
     freeze_epochs: int = 1
     lr_mult: float = 100.0
     unfreeze_every: int = 1
-    freeze_bn: bool = False
+    frozen_bn: str = "eval"  # BatchNorm in frozen layer groups: eval (fixed), train (fastai's train_bn), restart
+    cache_features: bool = True  # head-only phases train the head on the frozen backbone's features, computed once
     opt: str = "adamw"
     sched: str = "one-cycle"
     momentum: float = 0.9  # SGD momentum; beta1 for lamb/ranger (one-cycle schedules it for Adam*)
@@ -193,12 +197,14 @@ class TrainConfig:
     boost_clip: float | None = None  # max gradient norm of the boosted tensors together
     embed_every: int | None = None  # save penultimate features of the valid split every K epochs (interpret)
     compile: bool = False  # torch.compile the model (backend from FASTCLS_COMPILE_BACKEND, default inductor)
+    ema: float | None = None  # decay of an exponential moving average of the weights (timm ModelEmaV3), e.g. 0.999
 
     def validate(self) -> None:
         _check_range("epochs", self.epochs, 1, 100000)
         if self.lr is not None:
             _check_range("lr", self.lr, 1e-12, 100.0)
         _check_choice("lr_suggest", self.lr_suggest, LR_SUGGESTIONS)
+        _check_choice("frozen_bn", self.frozen_bn, FROZEN_BN)
         _check_range("wd", self.wd, 0.0, 10.0)
         _check_range("freeze_epochs", self.freeze_epochs, 0, 100000)
         _check_range("lr_mult", self.lr_mult, 1.0, 1e6)
@@ -214,6 +220,10 @@ class TrainConfig:
         if self.mixup and self.cutmix:
             raise ConfigError("mixup and cutmix are exclusive: set one of them to 0.")
         _check_choice("keep", self.keep, KEEP_CHOICES)
+        if self.ema is not None:
+            _check_range("ema", self.ema, 0.5, 0.999999)
+        elif "ema" in self.keep:
+            raise ConfigError(f"keep={self.keep!r} needs an EMA of the weights: add --ema DECAY (e.g. 0.999).")
         _check_choice("monitor", self.monitor, MONITORS)
         _check_choice("precision", self.precision, PRECISIONS)
         self.log = ",".join(parse_log_names(self.log))
@@ -297,6 +307,8 @@ class Config:
                     where[f.name] = (section,)
         for f in fields(CnnConfig):
             where[f.name] = ("model", "cnn")
+        for section, old in LEGACY:
+            where[old] = (section,)
         nested: dict[str, Any] = {}
         for key, value in flat.items():
             if key not in where:
@@ -321,6 +333,11 @@ def _drop_none(value: Any) -> Any:
 
 def _apply(target: Any, overrides: dict[str, Any], prefix: str) -> None:
     known = {f.name: f for f in fields(target)}
+    for (section, old), (new, convert) in LEGACY.items():
+        if prefix == f"{section}." and old in overrides:
+            if new in overrides:
+                raise ConfigError(f"{old} and {new} both given; {new} replaces {old}: keep only {new}.")
+            overrides = {k: v for k, v in overrides.items() if k != old} | {new: convert(overrides[old])}
     for key, value in overrides.items():
         where = f"{prefix}{key}"
         if key not in known:
@@ -385,3 +402,13 @@ def apply_settings(target: Any, overrides: dict[str, Any], prefix: str = "") -> 
     """Set `overrides` (nested dicts for nested dataclasses) on a settings dataclass, checking each
     key and coercing each value the way `Config.merged` does."""
     _apply(target, overrides, prefix)
+
+
+def settings_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Each dotted key whose value differs between two nested dicts, as 'key (old then, new now)'."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new), key=str):
+            out += settings_differences(old.get(key), new.get(key), f"{prefix}{key}.")
+        return out
+    return [] if old == new else [f"{prefix.rstrip('.')} ({old!r} then, {new!r} now)"]

@@ -40,12 +40,11 @@ from __future__ import annotations
 import json
 import re
 import time
+import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import tomllib
 
 from fastcls.errors import ConfigError, did_you_mean
 from fastcls.runs import atomic_write_text

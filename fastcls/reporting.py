@@ -2,6 +2,8 @@
 
 Everything goes to stderr so that `--json` output on stdout stays machine-readable. Library code
 takes a `Reporter` instead of printing, so the same call is quiet in tests and lively in a shell.
+Messages are plain text, never rich markup: they carry paths and class names such as
+`photos [2023]`, which markup would eat (or, for `[/x]`, fail on).
 """
 
 from __future__ import annotations
@@ -65,12 +67,12 @@ class Reporter:
             )
 
             with Progress(
-                TextColumn("{task.description}"),
+                TextColumn("{task.description}", markup=False),
                 BarColumn(),
                 MofNCompleteColumn(),
                 TimeElapsedColumn(),
                 TimeRemainingColumn(),
-                TextColumn("{task.fields[status]}"),
+                TextColumn("{task.fields[status]}", markup=False),
                 console=self._console,
                 transient=transient,
             ) as progress:
@@ -93,7 +95,7 @@ class Reporter:
         widths = {k: max(len(k), len(v), 8) for k, v in cells.items()}
         if not self._header_printed:
             header = "  ".join(k.rjust(widths[k]) for k in cells)
-            self._line(f"[bold]{header}[/bold]" if self.mode == "rich" else header)
+            self._line(header, style="bold")
             self._header_printed = True
         self._line("  ".join(v.rjust(widths[k]) for k, v in cells.items()))
 
@@ -104,13 +106,15 @@ class Reporter:
     def warn(self, message: str) -> None:
         """Warnings show even in quiet mode: they change what the user gets."""
         if self.mode == "rich":
-            self._console.print(f"[yellow]warning:[/yellow] {message}", markup=True)
+            from rich.text import Text
+
+            self._console.print(Text.assemble(("warning:", "yellow"), " ", message))
         else:
             print(f"warning: {message}", file=self.stream, flush=True)
 
-    def _line(self, text: str) -> None:
+    def _line(self, text: str, style: str | None = None) -> None:
         if self.mode == "rich":
-            self._console.print(text, markup=True)
+            self._console.print(text, markup=False, style=style)
         else:
             print(text, file=self.stream, flush=True)
 

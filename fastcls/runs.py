@@ -1,7 +1,7 @@
 """The run folder, the unit of output: create it safely, write into it atomically, list and open it.
 
-A run is trained into a hidden staging folder beside its final place and renamed into place only
-when complete, so `runs/` never holds a half-written run, even after a crash or Ctrl-C.
+A run is trained into a hidden staging folder beside its final place (`fastcls.staging`) and
+renamed into place only when complete, so `runs/` never holds a half-written run, even after kill -9.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import csv
 import io
 import json
 import os
-import shutil
 import tempfile
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,7 +21,6 @@ from fastcls.errors import RunError
 __all__ = [
     "METRIC_COLUMNS",
     "RunInfo",
-    "StagedRun",
     "atomic_write_bytes",
     "atomic_write_text",
     "default_run_name",
@@ -110,51 +108,16 @@ def default_run_name(arch: str) -> str:
     return f"{safe}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
-class StagedRun:
-    """A run being written: files go to `staging`; `commit()` moves them to `final` atomically.
-
-    Use as a context manager: leaving it with an exception deletes the staging folder and leaves
-    `final` exactly as it was.
-    """
-
-    def __init__(self, final: str | Path, exist_ok: bool = False) -> None:
-        self.final = Path(final).expanduser()
-        if self.final.exists() and not self.final.is_dir():
-            raise RunError(f"{self.final} exists and is not a folder; choose another --out or --name.")
-        if self.final.is_dir() and any(self.final.iterdir()) and not exist_ok:
-            raise RunError(
-                f"run folder {self.final} already exists and is not empty; choose another --name/--out, "
-                "or pass --exist-ok to replace its files."
-            )
-        self.final.parent.mkdir(parents=True, exist_ok=True)
-        self.staging = Path(tempfile.mkdtemp(prefix=f".{self.final.name}.staging-", dir=self.final.parent))
-
-    def __enter__(self) -> StagedRun:
-        return self
-
-    def __exit__(self, kind, value, traceback) -> None:
-        if kind is not None:
-            shutil.rmtree(self.staging, ignore_errors=True)
-
-    def commit(self) -> Path:
-        if not self.final.exists() or (self.final.is_dir() and not any(self.final.iterdir())):
-            if self.final.exists():
-                self.final.rmdir()
-            os.replace(self.staging, self.final)
-        else:  # --exist-ok into a used folder: replace our files, keep the user's others
-            for item in self.staging.rglob("*"):
-                if item.is_file():
-                    target = self.final / item.relative_to(self.staging)
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    os.replace(item, target)
-            shutil.rmtree(self.staging, ignore_errors=True)
-        return self.final
-
-
 def require_run(path: str | Path) -> Path:
     """The run folder at `path`, or a RunError saying what is missing."""
     path = Path(path).expanduser()
     if not path.exists():
+        staging = path.parent / f".{path.name}.partial"
+        if staging.is_dir():
+            raise RunError(
+                f"run {str(path)!r} has not finished: it is being trained, or was interrupted, in {staging}; "
+                f"`fastcls runs ls {path.parent}` says which, and how to resume it."
+            )
         raise RunError(f"run {str(path)!r} does not exist; `fastcls runs ls` lists the runs you have.")
     if path.is_file() and path.name in MODEL_FILES:
         path = path.parent
@@ -176,6 +139,7 @@ class RunInfo:
     final_accuracy: float | None
     test_accuracy: float | None
     created: str
+    stopped: str | None = None  # "SIGINT", "SIGTERM", "stop-after": resumable with --resume
 
 
 def list_runs(root: str | Path = "runs") -> list[RunInfo]:
@@ -204,6 +168,7 @@ def list_runs(root: str | Path = "runs") -> list[RunInfo]:
                 final_accuracy=metrics.get("accuracy"),
                 test_accuracy=metrics.get("test_accuracy"),
                 created=meta.get("created", ""),
+                stopped=meta.get("stopped"),
             )
         )
     return sorted(infos, key=lambda info: info.created, reverse=True)

@@ -2,7 +2,9 @@
 
 Why Optuna: its study lives in a database (SQLite by default, in the sweep folder), so a sweep
 can be stopped and resumed, and several processes or machines can work on one study at once by
-giving the same `storage` URL (PostgreSQL across machines). Every trial is a normal run folder
+giving the same `storage` URL (PostgreSQL across machines, or a journal file on NFS). Running
+trials send heartbeats, so a worker that dies leaves a failed trial, not one RUNNING forever,
+and `retry_failed` runs its settings again. Every trial is a normal run folder
 under `<out>/trials/`, so `fastcls evaluate`, `interpret` and `runs ls` work on any of them.
 
 The search space is a TOML table of settings, each one entry of a parameter type (`PARAM_TYPES`):
@@ -23,7 +25,9 @@ of earlier trials at epoch k stops there (its run folder keeps the epochs it fin
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import functools
 import io
 import json
 import math
@@ -34,6 +38,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fastcls.config import settings_differences
 from fastcls.errors import ConfigError, FastclsError, did_you_mean
 from fastcls.runs import atomic_write_text
 
@@ -44,6 +49,7 @@ if TYPE_CHECKING:
     from fastcls.reporting import Reporter
 
 __all__ = [
+    "HEARTBEAT",
     "METRICS",
     "MIN_IMPORTANCE_TRIALS",
     "PARAM_TYPES",
@@ -57,8 +63,10 @@ __all__ = [
     "TrialRow",
     "default_storage",
     "load_space",
+    "open_storage",
     "parse_space",
     "settings_differences",
+    "shown_storage",
     "sweep",
     "sweep_outputs",
 ]
@@ -398,12 +406,54 @@ class SweepResult:
 
 
 # -- storage and study --------------------------------------------------------------------------
+HEARTBEAT = 60  # seconds between a running trial's heartbeats; one silent for twice that is failed
+HEARTBEAT_ATTR = "fastcls:heartbeat"  # where the journal storage keeps a trial's last heartbeat (unix time)
+POSTGRES_HINT = "pip install 'fastcls[postgres]' and write it as postgresql+psycopg://user@host/db"
+
+
 def default_storage(out: str | Path) -> str:
     """`sqlite:///<out>/sweep.db` with an absolute path, so every process finds the same file."""
     return f"sqlite:///{(Path(out).expanduser().resolve() / 'sweep.db')}"
 
 
-def _storage(url: str):
+def shown_storage(url: str) -> str:
+    """The URL with any password replaced by ***, for messages and summary.json."""
+    if url.startswith("journal:"):
+        return url
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
+
+
+StaleCallback = Callable[["optuna.Study", "optuna.trial.FrozenTrial"], None]
+
+
+def open_storage(url: str, heartbeat: int | None = None, on_stale: StaleCallback | None = None):
+    """The Optuna storage for `url`: an RDBStorage (sqlite:///, postgresql+psycopg://, ...) or, for
+    `journal:///shared/path/sweep.log`, a JournalStorage on that file (no database server needed).
+
+    With `heartbeat` (seconds), each running trial records a heartbeat that often, and a trial silent
+    for twice as long (its worker was killed, lost its machine) is marked failed by the next worker
+    that starts a trial; `on_stale` is called with each one (to report it, or to run it again).
+    """
+    import warnings
+
+    import optuna
+
+    if isinstance(heartbeat, bool) or not (heartbeat is None or (isinstance(heartbeat, int) and heartbeat >= 1)):
+        raise ConfigError(f"heartbeat must be a whole number of seconds (at least 1), not {heartbeat!r}.")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats are "experimental"
+        if url.startswith("journal:"):
+            return _journal_storage(url, heartbeat, on_stale)
+        return _rdb_storage(url, heartbeat, on_stale)
+
+
+def _rdb_storage(url: str, heartbeat: int | None, on_stale: StaleCallback | None):
     """An RDBStorage; SQLite waits up to a minute for a lock, and concurrent first use is retried.
 
     Why the retry: two processes opening a new database at once both create its tables and
@@ -411,17 +461,149 @@ def _storage(url: str):
     opens the database the winner made.
     """
     import optuna
-    from sqlalchemy.exc import SQLAlchemyError
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
-    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    # pre-ping: a server connection idle through an hour-long trial may have been dropped meanwhile
+    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    beats = {"heartbeat_interval": heartbeat, "grace_period": 2 * heartbeat} if heartbeat else {}
     for attempt in range(5):
         try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
-        except SQLAlchemyError:
+            return optuna.storages.RDBStorage(
+                url, engine_kwargs=kwargs, heartbeat_stale_trial_callback=on_stale if heartbeat else None, **beats
+            )
+        except ImportError:
+            hint = f"; {POSTGRES_HINT}" if url.startswith("postgres") else ""
+            raise SweepError(
+                f"storage {shown_storage(url)} needs a database driver that is not installed{hint}."
+            ) from None
+        except (ArgumentError, NoSuchModuleError) as exc:
+            raise SweepError(
+                f"--storage {shown_storage(url)} is not a storage URL ({_first_line(exc)}); use sqlite:///PATH, "
+                "postgresql+psycopg://user@host/db or journal:///shared/path/sweep.log."
+            ) from None
+        except SQLAlchemyError as exc:
             if attempt == 4:
-                raise
+                raise SweepError(f"cannot open storage {shown_storage(url)}: {_first_line(exc)}") from None
             time.sleep(0.2 + 0.5 * attempt)
     raise AssertionError("unreachable")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _journal_storage(url: str, heartbeat: int | None, on_stale: StaleCallback | None):
+    """A JournalStorage on a file; the lock is Optuna's symlink lock, atomic on NFS (v2 and later)
+    where SQLite's fcntl locks are not, and freed 30 s after a worker died holding it."""
+    from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
+
+    path = Path(url.removeprefix("journal:").removeprefix("//")).expanduser()
+    if not str(path) or path.is_dir():
+        raise SweepError(f"--storage {url} needs a file, e.g. journal:///shared/sweeps/{path.name or 'sweep'}.log.")
+    path = path.resolve()
+    if not path.parent.is_dir():
+        raise SweepError(
+            f"the folder of the journal {path} does not exist; put it on storage every worker mounts at the same path."
+        )
+    backend = JournalFileBackend(str(path), lock_obj=JournalFileSymlinkLock(str(path)))
+    return _heartbeat_journal_class()(backend, heartbeat=heartbeat, on_stale=on_stale)
+
+
+@functools.cache
+def _heartbeat_journal_class() -> type:
+    """Optuna's JournalStorage with heartbeats, so a killed worker's trial does not stay RUNNING forever.
+
+    Why our own: Optuna 5.0 implements heartbeats only for RDBStorage (JournalStorage is not a
+    BaseHeartbeat; upstream issue optuna#6615). This plugs into Optuna's own machinery (its heartbeat
+    thread during each trial, `fail_stale_trials` before each new one, the stale-trial callback): a
+    heartbeat is the time in a trial system attribute, and a RUNNING trial whose last heartbeat (or
+    start) is older than the grace period is stale. The clocks of the workers must agree to within
+    the grace period (NTP does that on any cluster).
+    """
+    import optuna
+    from optuna.storages._heartbeat import BaseHeartbeat  # the base Optuna's own storages implement
+    from optuna.storages.journal import JournalStorage
+    from optuna.trial import TrialState
+
+    class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
+        def __init__(self, backend: Any, heartbeat: int | None, on_stale: StaleCallback | None) -> None:
+            super().__init__(backend)
+            self.heartbeat_interval = heartbeat
+            self.grace_period = 2 * heartbeat if heartbeat else None
+            self.on_stale = on_stale
+
+        def record_heartbeat(self, trial_id: int) -> None:
+            # a trial another worker already took for dead: its owner learns when it next reports
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                self.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, time.time())
+
+        def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+            now, stale = time.time(), []
+            for trial in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+                beat = trial.system_attrs.get(HEARTBEAT_ATTR)
+                if beat is None:  # a worker without heartbeats: never judged (as RDBStorage does)
+                    continue
+                # a retried trial inherits its original's heartbeat, so its own start counts too
+                start = trial.datetime_start.timestamp() if trial.datetime_start else 0.0
+                if now - max(float(beat), start) > self.grace_period:
+                    stale.append(trial._trial_id)
+            return stale
+
+        def get_heartbeat_interval(self) -> int | None:
+            return self.heartbeat_interval
+
+        def get_heartbeat_stale_trial_callback(self) -> StaleCallback | None:
+            return self.on_stale
+
+    return HeartbeatJournalStorage
+
+
+def _retry(study: optuna.Study, trial: optuna.trial.FrozenTrial, retry_failed: int) -> bool:
+    """Queue a failed trial's settings again unless it has been retried `retry_failed` times; True if queued.
+
+    The retry is Optuna's RetryHeartbeatStaleTrialCallback (a WAITING trial with the same params,
+    taken first by the next worker to ask, its retry history counted against `max_retry`), given
+    the trial without its user attributes so the retry starts with a clean note and its own run folder.
+    """
+    import copy
+    import warnings
+
+    import optuna
+
+    if not retry_failed or len(trial.system_attrs.get("retry_history", [])) >= retry_failed:
+        return False
+    fresh = copy.copy(trial)
+    fresh.user_attrs = {}
+    fresh.system_attrs = {k: v for k, v in trial.system_attrs.items() if k != HEARTBEAT_ATTR}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=retry_failed)(study, fresh)
+    return True
+
+
+def _on_stale(report: Reporter, retry_failed: int) -> StaleCallback:
+    """Optuna's stale-trial callback: say which worker died, and retry its trial if asked to."""
+
+    def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        again = "; its settings run again next" if _retry(study, trial, retry_failed) else ""
+        worker = trial.user_attrs.get("worker", "a worker")
+        report.warn(f"trial {trial.number} ({worker}) stopped sending heartbeats: marked failed{again}")
+
+    return callback
+
+
+def _check_heartbeat(study: optuna.Study, heartbeat: int) -> None:
+    """Every worker of a study beats at one interval: one with a shorter grace period would take the
+    others' trials for dead between two of their heartbeats."""
+    stored = study.user_attrs.get("fastcls_heartbeat")
+    if stored is None:
+        study.set_user_attr("fastcls_heartbeat", heartbeat)
+    elif stored != heartbeat:
+        raise SweepError(
+            f"study {study.study_name!r} uses heartbeats every {stored} s; pass --heartbeat {stored} to join it "
+            f"(with {heartbeat} s it would take the others' running trials for dead, or miss dead ones)."
+        )
 
 
 def _fingerprint(config: Config, params: list[Param], metric: str) -> dict[str, Any]:
@@ -430,16 +612,6 @@ def _fingerprint(config: Config, params: list[Param], metric: str) -> dict[str, 
     settings.pop("run", None)
     settings.get("data", {}).pop("source", None)  # machines may mount the same data at different paths
     return {"metric": metric, "space": {p.name: p.to_dict() for p in params}, "settings": settings}
-
-
-def settings_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
-    """Each dotted key whose value differs between two nested dicts, as 'key (old then, new now)'."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        out = []
-        for key in sorted(set(old) | set(new), key=str):
-            out += settings_differences(old.get(key), new.get(key), f"{prefix}{key}.")
-        return out
-    return [] if old == new else [f"{prefix.rstrip('.')} ({old!r} then, {new!r} now)"]
 
 
 def _check_joinable(study: optuna.Study, fingerprint: dict[str, Any]) -> None:
@@ -506,13 +678,15 @@ def _train_trial(config: Config, trial: optuna.Trial, metric: str, report: Repor
 
 
 def _objective(
-    base: Config, params: list[Param], metric: str, trials_dir: Path, report: Reporter
+    base: Config, params: list[Param], metric: str, trials_dir: Path, report: Reporter, current: list[int]
 ) -> Callable[[optuna.Trial], float]:
+    """The trial function; `current` gets each trial's number as it starts (for a retry after Ctrl-C)."""
     from fastcls.config import Config
 
     def objective(trial: optuna.Trial) -> float:
         import optuna
 
+        current.append(trial.number)
         values = {p.name: p.suggest(trial) for p in params}
         folder = trials_dir / f"trial-{trial.number:04d}"
         trial.set_user_attr("run", str(folder))
@@ -540,12 +714,14 @@ def _announce(report: Reporter, metric: str):
         shown = ", ".join(f"{k}={_fmt(v)}" for k, v in trial.params.items())
         state = trial.state.name.lower()
         seconds = trial.user_attrs.get("seconds", 0.0)
+        history = trial.system_attrs.get("retry_history")
+        name = f"trial {trial.number}" + (f" (retry of {history[-1]})" if history else "")
         if state == "complete":
-            report.info(f"trial {trial.number}: {shown} -> {metric} {trial.value:.4f} ({seconds:.0f}s)")
+            report.info(f"{name}: {shown} -> {metric} {trial.value:.4f} ({seconds:.0f}s)")
         elif state == "pruned":
-            report.info(f"trial {trial.number}: {shown} -> {trial.user_attrs.get('note', 'pruned')} ({seconds:.0f}s)")
+            report.info(f"{name}: {shown} -> {trial.user_attrs.get('note', 'pruned')} ({seconds:.0f}s)")
         else:
-            report.warn(f"trial {trial.number}: {shown} -> {state}: {trial.user_attrs.get('error', '')}")
+            report.warn(f"{name}: {shown} -> {state}: {trial.user_attrs.get('error', '')}")
 
     return callback
 
@@ -571,6 +747,8 @@ def sweep(
     settings: Mapping[str, Any] | None = None,
     base: Config | None = None,
     sampler_seed: int | None = None,
+    heartbeat: int = HEARTBEAT,
+    retry_failed: int = 0,
     reporter: Reporter | str | None = "quiet",
 ) -> SweepResult:
     """Run `trials` more trials of a study, then write its trials.csv, best.toml, importance and plots.
@@ -581,6 +759,12 @@ def sweep(
     `sampler_seed` makes a single-process sweep repeatable (leave it None for parallel workers,
     or they propose the same settings).
 
+    `storage` is an RDB URL (`sqlite:///...`, `postgresql+psycopg://user@host/db`) or
+    `journal:///shared/path/sweep.log` (a file on NFS, no server). Running trials beat every
+    `heartbeat` seconds (one value per study); a trial silent for twice that, its worker killed,
+    is marked failed by the next worker to start a trial. `retry_failed` N runs such a trial's
+    settings again, up to N times, and also a trial stopped by Ctrl-C or SIGTERM (preemption).
+
     >>> result = sweep("builtin:digits", "space.toml", trials=8, settings={"epochs": 2})  # doctest: +SKIP
     >>> result.best.params  # doctest: +SKIP
     {'lr': 0.0042, 'filters': 32}
@@ -590,8 +774,9 @@ def sweep(
     from fastcls.config import Config
     from fastcls.reporting import as_reporter
 
-    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 0:
-        raise ConfigError(f"trials must be a whole number of at least 0, not {trials!r}.")
+    for name, value, least in (("trials", trials, 0), ("retry_failed", retry_failed, 0), ("heartbeat", heartbeat, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ConfigError(f"{name} must be a whole number of at least {least}, not {value!r}.")
     params = list(space) if isinstance(space, list) else load_space(space)
     make_sampler = _choose("sampler", sampler, SAMPLERS, "--sampler")
     make_pruner = _choose("pruner", pruner, PRUNERS, "--pruner")
@@ -617,29 +802,38 @@ def sweep(
     chosen = make_sampler(params, sampler_seed)
     opened = optuna.create_study(
         study_name=study_name,
-        storage=_storage(url),
+        storage=open_storage(url, heartbeat, _on_stale(report, retry_failed)),
         direction=goal.direction,
         sampler=chosen,
         pruner=make_pruner(),
         load_if_exists=True,
     )
     _check_joinable(opened, _fingerprint(base, params, metric))
+    _check_heartbeat(opened, heartbeat)
+    _fail_stale(opened)  # trials of workers that died since the last look (Optuna also checks before each trial)
     before = len(opened.trials)
     todo = trials
     if sampler == "grid" and chosen.is_exhausted(opened):
         report.info(f"study {study_name}: every point of the grid has been tried; no new trials.")
         todo = 0
     if todo:
-        report.info(f"study {study_name} ({url}): {before} trials so far, running {todo} more")
-        opened.optimize(
-            _objective(base, params, metric, out / "trials", as_reporter("quiet")),
-            n_trials=todo,
-            catch=(ConfigError, _diverged()),
-            callbacks=[_announce(report, metric)],
-            gc_after_trial=True,
-        )
+        report.info(f"study {study_name} ({shown_storage(url)}): {before} trials so far, running {todo} more")
+        current: list[int] = []
+        try:
+            opened.optimize(
+                _objective(base, params, metric, out / "trials", as_reporter("quiet"), current),
+                n_trials=todo,
+                catch=(ConfigError, _diverged()),
+                callbacks=[_announce(report, metric)],
+                gc_after_trial=True,
+            )
+        except (_interrupted(), KeyboardInterrupt):
+            if retry_failed and current:
+                _retry_stopped(opened, current[-1], retry_failed, report)
+            raise
+        _fail_stale(opened)
     ran = len([t for t in opened.trials if t.number >= before and t.user_attrs.get("worker") == _worker()])
-    result = sweep_outputs(opened, params, metric, out, sampler=sampler, pruner=pruner, storage=url)
+    result = sweep_outputs(opened, params, metric, out, sampler=sampler, pruner=pruner, storage=shown_storage(url))
     result.ran = ran
     return result
 
@@ -650,6 +844,31 @@ def _worker() -> str:
     import socket
 
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _interrupted() -> type[Exception]:
+    from fastcls.errors import Interrupted
+
+    return Interrupted
+
+
+def _fail_stale(study: optuna.Study) -> None:
+    """Mark failed the running trials whose heartbeat stopped (Optuna's `fail_stale_trials`)."""
+    import warnings
+
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+def _retry_stopped(study: optuna.Study, number: int, retry_failed: int, report: Reporter) -> None:
+    """Queue again the settings of the trial Ctrl-C or SIGTERM stopped (Optuna has marked it failed),
+    through the same retry as a dead worker's trial, so `retry_failed` counts both alike."""
+    trial = next((t for t in study.get_trials(deepcopy=False) if t.number == number), None)
+    if trial is not None and trial.state.name == "FAIL" and _retry(study, trial, retry_failed):
+        report.warn(f"trial {number} was stopped; its settings run first when the study continues")
 
 
 def _diverged() -> type[Exception]:
@@ -673,9 +892,26 @@ def _claim_folder(out: Path, study: str) -> None:
 
 
 # -- outputs ------------------------------------------------------------------------------------
+def _note(trial: optuna.trial.FrozenTrial, retried_as: dict[int, int]) -> str:
+    """What trials.csv says about a trial: its error or pruning, a dead worker, and retries."""
+    attrs = trial.user_attrs
+    note = attrs.get("error") or attrs.get("note") or ""
+    if trial.state.name == "FAIL" and not note and "seconds" not in attrs:
+        note = "its worker stopped mid-trial (no heartbeat)"  # killed: it never got to record its time
+    history = trial.system_attrs.get("retry_history", [])
+    parts = [note] if note else []
+    if history:
+        parts.append(f"retry of trial {history[-1]}")
+    if trial.number in retried_as:
+        parts.append(f"retried as trial {retried_as[trial.number]}")
+    return "; ".join(parts)
+
+
 def _rows(study: optuna.Study) -> list[TrialRow]:
     rows = []
-    for t in study.trials:
+    trials = study.trials
+    retried_as = {t.system_attrs["retry_history"][-1]: t.number for t in trials if t.system_attrs.get("retry_history")}
+    for t in trials:
         state = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "fail"}.get(t.state.name, t.state.name.lower())
         attrs = t.user_attrs
         rows.append(
@@ -687,7 +923,7 @@ def _rows(study: optuna.Study) -> list[TrialRow]:
                 run=attrs.get("run"),
                 epochs=attrs.get("epochs"),
                 seconds=attrs.get("seconds"),
-                note=attrs.get("error") or attrs.get("note", ""),
+                note=_note(t, retried_as),
                 worker=attrs.get("worker", ""),
                 intermediate={int(k): float(v) for k, v in t.intermediate_values.items()},
             )

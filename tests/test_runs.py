@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from fastcls.errors import RunError
-from fastcls.runs import StagedRun, atomic_write_text, read_metrics, require_run, write_metrics
+from fastcls.runs import atomic_write_text, read_metrics, require_run, write_metrics
+from fastcls.staging import StagedRun
 
 
 def test_failed_run_leaves_nothing_behind(tmp_path):

@@ -10,7 +10,7 @@ from typing import Any
 
 import typer
 
-__all__ = ["DEBUG", "console", "given", "handled", "print_json", "reporter_for"]
+__all__ = ["DEBUG", "console", "esc", "given", "handled", "print_json", "reporter_for"]
 
 DEBUG = {"on": False}  # set by the root `--debug` option
 
@@ -42,6 +42,14 @@ def console():
     from rich.console import Console
 
     return Console(highlight=False)
+
+
+def esc(value: Any) -> str:
+    """User text (a path, a class or file name, an arch) made safe to put inside rich markup:
+    `photos [2023]` stays itself instead of losing its brackets, and `[/x]` cannot raise."""
+    from rich.markup import escape
+
+    return escape(str(value))
 
 
 def print_json(payload: Any) -> None:

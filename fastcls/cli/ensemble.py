@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from fastcls.cli.common import console, handled, print_json, reporter_for
+from fastcls.cli.common import console, esc, handled, print_json, reporter_for
 from fastcls.cli.options import AsJson, Quiet
 from fastcls.ensemble import VOTE_METHODS
 
@@ -64,12 +64,12 @@ def vote(
         "accuracy",
         "top-5",
         "log-loss",
-        title=f"{result.method} vote on {result.data} ({result.split}, {result.n} images)",
+        title=f"{esc(result.method)} vote on {esc(result.data)} ({esc(result.split)}, {result.n} images)",
     )
     for member in result.members:
         name = member.name + (" (ties)" if member.run == result.prefer else "")
         table.add_row(
-            name,
+            esc(name),
             f"{member.size}px",
             f"{member.weight:.3f}",
             _number(member.accuracy),
@@ -79,28 +79,28 @@ def vote(
     table.add_section()
     score = result.ensemble
     table.add_row(
-        f"[bold]ensemble ({result.method})[/bold]",
+        f"[bold]ensemble ({esc(result.method)})[/bold]",
         "",
-        result.weights_source,
+        esc(result.weights_source),
         f"[bold]{score.accuracy:.4f}[/bold]",
         _number(score.top5),
         _number(score.log_loss),
     )
     screen.print(table)
-    agreement = Table("agreement", *[m.name for m in result.members])
+    agreement = Table("agreement", *[esc(m.name) for m in result.members])
     for member, row in zip(result.members, result.agreement, strict=True):
-        agreement.add_row(member.name, *[f"{value:.3f}" for value in row])
+        agreement.add_row(esc(member.name), *[f"{value:.3f}" for value in row])
     screen.print(agreement)
     screen.print(
-        f"ties go to {result.prefer_name} ({result.prefer_source}); at least one member right on "
+        f"ties go to {esc(result.prefer_name)} ({esc(result.prefer_source)}); at least one member right on "
         f"{result.oracle:.4f} of the images; {sum(m.cached for m in result.members)} of "
         f"{len(result.members)} members' predictions came from the cache"
     )
     for note in result.notes:
-        screen.print(f"[yellow]note: {note}[/yellow]")
+        screen.print(f"[yellow]note: {esc(note)}[/yellow]")
     if result.skipped:
         screen.print(f"[yellow]{result.skipped} image(s) unreadable by some member were left out[/yellow]")
-    screen.print(f"wrote {result.out / 'predictions.csv'} and {result.out / 'ensemble.json'}")
+    screen.print(f"wrote {esc(result.out / 'predictions.csv')} and {esc(result.out / 'ensemble.json')}")
 
 
 def register(app: typer.Typer) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from fastcls.cli.common import console, handled, print_json, reporter_for
+from fastcls.cli.common import console, esc, handled, print_json, reporter_for
 from fastcls.cli.options import (
     CNN_FLAGS,
     Activation,
@@ -56,12 +56,12 @@ def summary(
         return
     out = console()
     out.print(
-        f"[bold]{result.arch}[/bold] at {size}px, {classes} classes: {result.params:,} parameters, "
+        f"[bold]{esc(result.arch)}[/bold] at {size}px, {classes} classes: {result.params:,} parameters, "
         f"{result.flops / 1e6:,.1f} MFLOPs per image (multiply-add = 2 FLOPs)"
     )
     table = Table("group", "parameters", "tensors", "first tensor", title="layer groups")
     for group in result.groups:
-        table.add_row(group["name"], f"{group['params']:,}", str(group["tensors"]), group["first"])
+        table.add_row(esc(group["name"]), f"{group['params']:,}", str(group["tensors"]), esc(group["first"]))
     out.print(table)
 
 
@@ -88,11 +88,11 @@ def models(
         return
     out = console()
     for alias, target in found["aliases"].items():
-        out.print(f"{alias:20s} -> {target}")
-    out.print(f"[bold]timm[/bold] ({len(found['timm'])}): {' '.join(found['timm'])}")
+        out.print(f"{esc(f'{alias:20s}')} -> {esc(target)}")
+    out.print(f"[bold]timm[/bold] ({len(found['timm'])}): {esc(' '.join(found['timm']))}")
     out.print(
         f"[bold]torchvision[/bold] (use as torchvision:NAME) ({len(found['torchvision'])}): "
-        + " ".join(found["torchvision"])
+        + esc(" ".join(found["torchvision"]))
     )
 
 
@@ -115,27 +115,27 @@ def data_check(
         print_json(report.to_dict())
     else:
         out = console()
-        out.print(f"[bold]{report.data}[/bold] ({report.kind}): {len(report.classes)} classes")
+        out.print(f"[bold]{esc(report.data)}[/bold] ({esc(report.kind)}): {len(report.classes)} classes")
         if report.counts:
             splits = list(report.counts)
-            table = Table("class", *splits)
+            table = Table("class", *(esc(s) for s in splits))
             for name in report.classes:
-                table.add_row(name, *(str(report.counts[s].get(name, 0)) for s in splits))
+                table.add_row(esc(name), *(str(report.counts[s].get(name, 0)) for s in splits))
             table.add_row("[bold]total[/bold]", *(str(sum(report.counts[s].values())) for s in splits))
             out.print(table)
         for split, sizes in report.sizes.items():
             out.print(
-                f"{split} image sizes (w x h): min {sizes['min'][0]}x{sizes['min'][1]}, "
+                f"{esc(split)} image sizes (w x h): min {sizes['min'][0]}x{sizes['min'][1]}, "
                 f"median {sizes['median'][0]}x{sizes['median'][1]}, max {sizes['max'][0]}x{sizes['max'][1]}"
             )
         for path in report.unreadable[:10]:
-            out.print(f"  unreadable: {path}")
+            out.print(f"  unreadable: {esc(path)}")
         for group in report.duplicates[:10]:
-            out.print(f"  duplicate: {' = '.join(group)}")
+            out.print(f"  duplicate: {esc(' = '.join(group))}")
         for message in report.warnings:
-            out.print(f"[yellow]warning:[/yellow] {message}")
+            out.print(f"[yellow]warning:[/yellow] {esc(message)}")
         for message in report.errors:
-            out.print(f"[red]error:[/red] {message}")
+            out.print(f"[red]error:[/red] {esc(message)}")
         if report.ok:
             out.print("[green]ok[/green]: this data can be trained on.")
     if not report.ok:
@@ -148,14 +148,18 @@ def runs_ls(
     folder: Path = typer.Argument(Path("runs"), help="The folder that holds run folders."),
     as_json: bool = typer.Option(False, "--json", help="Print the list as JSON."),
 ) -> None:
-    """List runs with their best and final validation accuracy and test accuracy."""
+    """List runs with their best and final validation accuracy and test accuracy; then runs that were
+    interrupted (with the epoch and the command to resume them) and leftovers `runs clean` removes."""
     from rich.table import Table
 
     from fastcls.runs import list_runs
+    from fastcls.staging import find_staging
 
     infos = list_runs(folder)
+    staging = find_staging(folder)
     if as_json:
-        print_json([info.__dict__ for info in infos])
+        rows = [info.__dict__ | {"status": "stopped" if info.stopped else "finished"} for info in infos]
+        print_json(rows + [item.to_dict() for item in staging])
         return
     table = Table("run", "arch", "classes", "epochs", "best valid", "final valid", "test", "created")
 
@@ -163,17 +167,65 @@ def runs_ls(
         return f"{value:.4f}" if value is not None else "-"
 
     for info in infos:
+        epochs = f"{info.epochs} ({info.stopped})" if info.stopped else str(info.epochs)
         table.add_row(
-            info.path.name,
-            info.arch,
+            esc(info.path.name),
+            esc(info.arch),
             str(info.classes),
-            str(info.epochs),
+            epochs,
             pct(info.best_accuracy),
             pct(info.final_accuracy),
             pct(info.test_accuracy),
             info.created,
         )
-    console().print(table if infos else f"no runs in {folder}")
+    out = console()
+    out.print(table if infos else f"no runs in {esc(folder)}")
+    if staging:
+        unfinished = Table("run", "state", "resume", title="not finished")
+        for item in staging:
+            if item.status == "training":
+                state, then = f"training now (pid {item.marker['pid']})", "-"
+            elif item.status == "interrupted":
+                state, then = f"interrupted after epoch {item.resume_epoch}", esc(item.resume_command)
+            else:
+                state, then = f"leftover: {esc(item.reason)}", "fastcls runs clean"
+            unfinished.add_row(esc(item.path.name), state, then)
+        out.print(unfinished)
+
+
+@runs_app.command("clean")
+@handled
+def runs_clean(
+    folder: Path = typer.Argument(Path("runs"), help="The folder that holds run folders."),
+    interrupted: bool = typer.Option(
+        False, "--interrupted", help="Also remove interrupted runs that could still be resumed."
+    ),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before removing."),
+) -> None:
+    """Remove staging folders that cannot be resumed (and, with --interrupted, those that can).
+
+    Runs training now are never touched."""
+    from fastcls.staging import clean_staging, find_staging
+
+    found = [
+        item
+        for item in find_staging(folder)
+        if item.status == "leftover" or (interrupted and item.status == "interrupted")
+    ]
+    out = console()
+    if not found:
+        out.print(f"nothing to clean in {esc(folder)}")
+        return
+    for item in found:
+        why = f"interrupted after epoch {item.resume_epoch}" if item.status == "interrupted" else item.reason
+        out.print(f"  {esc(item.path)} ({esc(why)})")
+    if not yes and not typer.confirm(f"remove these {len(found)} folder(s)?", default=False):
+        out.print("nothing removed")
+        return
+    removed, skipped = clean_staging(found, interrupted)
+    for item in skipped:
+        out.print(f"[yellow]kept[/yellow] {esc(item.path)}: a process is using it")
+    out.print(f"removed {len(removed)} folder(s)")
 
 
 def register(app: typer.Typer) -> None:

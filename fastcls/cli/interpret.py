@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from fastcls.cli.common import console, handled, print_json, reporter_for
+from fastcls.cli.common import console, esc, handled, print_json, reporter_for
 from fastcls.interpret import PLOTS
 
 __all__ = ["register"]
@@ -47,10 +47,10 @@ def interpret(
         return
     out = console()
     for name, reason in result.skipped.items():
-        out.print(f"[yellow]{name}: skipped, {reason}[/yellow]")
+        out.print(f"[yellow]{esc(name)}: skipped, {esc(reason)}[/yellow]")
     out.print(
-        f"wrote {len(result.paths)} files ({', '.join(result.files)}) to [bold]{result.run / 'plots'}[/bold]; "
-        f"index in {result.report}"
+        f"wrote {len(result.paths)} files ({esc(', '.join(result.files))}) to "
+        f"[bold]{esc(result.run / 'plots')}[/bold]; index in {esc(result.report)}"
     )
 
 

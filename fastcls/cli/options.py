@@ -28,6 +28,7 @@ __all__ = [
     "BoostSensitive",
     "BoostWd",
     "Bs",
+    "CacheFeatures",
     "ChannelsLast",
     "ClipGrad",
     "Compile",
@@ -38,6 +39,7 @@ __all__ = [
     "Dense",
     "Dropout",
     "EarlyStop",
+    "Ema",
     "EmbedEvery",
     "Epochs",
     "Eps",
@@ -47,6 +49,7 @@ __all__ = [
     "FreezeBn",
     "FreezeEpochs",
     "FreezeSensitive",
+    "FrozenBn",
     "Gamma",
     "Keep",
     "Kernel",
@@ -128,7 +131,26 @@ Mixup = Annotated[Optional[float], typer.Option(help="MixUp with Beta(A, A), e.g
 Cutmix = Annotated[Optional[float], typer.Option(help="CutMix with Beta(A, A), e.g. 1.0 (default off).")]
 ClipGrad = Annotated[Optional[float], typer.Option(help="Clip the gradient norm to N (default off).")]
 Keep = Annotated[
-    Optional[str], typer.Option(help="Checkpoint saved as the model: last (default), best-accuracy, best-valid_loss.")
+    Optional[str],
+    typer.Option(
+        help="Checkpoint saved as the model: last (default), best-accuracy, best-valid_loss, or with --ema: "
+        "ema, best-ema."
+    ),
+]
+Ema = Annotated[
+    Optional[float],
+    typer.Option(
+        help="Keep an exponential moving average of the weights with this decay (e.g. 0.999; timm's ModelEmaV3 "
+        "with warmup), scored every epoch; --keep ema ships it (default off)."
+    ),
+]
+CacheFeatures = Annotated[
+    Optional[bool],
+    typer.Option(
+        "--cache-features/--no-cache-features",
+        help="When only the head trains (frozen backbone in eval mode, no augmentation), run the backbone once "
+        "and train the head on its features (default on).",
+    ),
 ]
 EarlyStop = Annotated[Optional[int], typer.Option(help="Stop after P epochs without improvement (default off).")]
 Monitor = Annotated[Optional[str], typer.Option(help="What --early-stop watches: valid_loss (default) or accuracy.")]
@@ -206,7 +228,15 @@ UnfreezeEvery = Annotated[
 ]
 FreezeBn = Annotated[
     Optional[bool],
-    typer.Option("--freeze-bn/--train-bn", help="Also freeze BatchNorm in frozen groups (default: they train)."),
+    typer.Option("--freeze-bn/--train-bn", help="Shorthands for --frozen-bn eval / --frozen-bn restart (older flags)."),
+]
+FrozenBn = Annotated[
+    Optional[str],
+    typer.Option(
+        help="BatchNorm in frozen layer groups: eval (default: statistics and scale fixed, as Keras and the "
+        "hand-written loop do; measured best, see README), train (fastai's train_bn: they train and their "
+        "statistics drift), restart (train, with the statistics first re-estimated on your data)."
+    ),
 ]
 ConfigFile = Annotated[Optional[Path], typer.Option("--config", help="Start from this config TOML; flags override it.")]
 Name = Annotated[Optional[str], typer.Option(help="Run name under --runs-dir (default <arch>-<date>-<time>).")]

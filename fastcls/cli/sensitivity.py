@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from fastcls.cli.common import console, handled, print_json, reporter_for
+from fastcls.cli.common import console, esc, handled, print_json, reporter_for
 from fastcls.sensitivity import CSV_NAME, METHODS, PER
 
 __all__ = ["register"]
@@ -61,7 +61,7 @@ def sensitivity(
         return
     output = console()
     output.print(
-        f"[bold]{result.method}[/bold] sensitivity of {folder} per {result.per} on {result.data} "
+        f"[bold]{esc(result.method)}[/bold] sensitivity of {esc(folder)} per {esc(result.per)} on {esc(result.data)} "
         f"({result.split}, {result.images} images, {result.batches} batches) in {result.seconds:.1f} s"
     )
     table = Table("rank")
@@ -71,12 +71,12 @@ def sensitivity(
     for row in result.rows[:top]:
         table.add_row(
             str(row.rank),
-            row.name,
-            row.shape,
+            esc(row.name),
+            esc(row.shape),
             f"{row.numel:,}",
             "-" if row.score is None else f"{row.score:.4g}",
             "-" if row.norm_score is None else f"{row.norm_score:.3f}",
-            row.group,
+            esc(row.group),
         )
     output.print(table)
     if result.scored < len(result.rows):
@@ -84,7 +84,7 @@ def sensitivity(
             f"ablation scored the {result.scored} leaders of grad-norm; the other {len(result.rows) - result.scored} "
             "follow in grad-norm order (raise --candidates to score more)."
         )
-    output.print("wrote " + ", ".join(result.files.values()))
+    output.print("wrote " + esc(", ".join(result.files.values())))
 
 
 def register(app: typer.Typer) -> None:

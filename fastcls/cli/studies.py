@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from fastcls.cli.common import console, handled, print_json, reporter_for
+from fastcls.cli.common import console, esc, handled, print_json, reporter_for
 from fastcls.cli.options import (
     CNN_FLAGS,
     Activation,
@@ -31,6 +31,7 @@ from fastcls.cli.options import (
     Fraction,
     FreezeBn,
     FreezeEpochs,
+    FrozenBn,
     Gamma,
     Keep,
     Kernel,
@@ -66,7 +67,7 @@ TRAINING = (
     "momentum", "eps", "step_size", "gamma", "label_smoothing", "mixup", "cutmix", "clip_grad", "keep",
     "early_stop", "monitor", "precision", "channels_last", *CNN_FLAGS,
 )  # fmt: skip
-FINETUNING = ("strategy", "freeze_epochs", "lr_mult", "unfreeze_every", "freeze_bn")
+FINETUNING = ("strategy", "freeze_epochs", "lr_mult", "unfreeze_every", "freeze_bn", "frozen_bn")
 
 
 def _base(config_file: Path | None, flat: dict[str, Any]):
@@ -83,7 +84,16 @@ def sweep(
     space: Path = typer.Option(..., "--space", help="TOML with a [params] table: float, int or choice entries."),
     trials: int = typer.Option(10, "--trials", "-n", min=0, help="Trials this process runs (more join the study)."),
     storage: str = typer.Option(
-        None, help="Optuna storage URL shared by every worker (default: sqlite:///OUT/sweep.db; postgresql://...)."
+        None,
+        help="Optuna storage shared by every worker: sqlite:///OUT/sweep.db (default), "
+        "postgresql+psycopg://user@host/db (pip install 'fastcls[postgres]') or journal:///shared/path/sweep.log "
+        "(a file on NFS, no server).",
+    ),
+    heartbeat: int = typer.Option(
+        60, min=1, help="Seconds between a running trial's heartbeats; one silent twice that long (worker died) fails."
+    ),
+    retry_failed: int = typer.Option(
+        0, min=0, help="Run the settings of a trial whose worker died or was stopped (Ctrl-C, SIGTERM) again, N times."
     ),
     sampler: str = typer.Option("tpe", help="tpe (default), random or grid (every combination, ints/choices)."),
     pruner: str = typer.Option("median", help="median (stop trials below the median at an epoch) or none."),
@@ -104,6 +114,7 @@ def sweep(
     lr_mult: LrMult = None,
     unfreeze_every: UnfreezeEvery = None,
     freeze_bn: FreezeBn = None,
+    frozen_bn: FrozenBn = None,
     bs: Bs = None,
     size: Size = None,
     seed: Seed = None,
@@ -143,8 +154,8 @@ def sweep(
 
     Settings not in the space are fixed by the usual flags. Writes trials.csv, best.toml (train
     it with `fastcls run OUT/best.toml`), importance.csv and plots/ (parallel.png, trials.png).
-    Start the same command in more terminals (or machines, with --storage postgresql://...) to
-    run trials in parallel; run it again to add trials.
+    Start the same command in more terminals (or machines, with --storage postgresql+psycopg://...
+    or journal:///shared/...) to run trials in parallel; run it again to add trials.
 
     Example: fastcls sweep builtin:digits --space space.toml --trials 20 --arch cnn --epochs 3
     """
@@ -169,6 +180,8 @@ def sweep(
         settings=flat,
         base=base,
         sampler_seed=sampler_seed,
+        heartbeat=heartbeat,
+        retry_failed=retry_failed,
         reporter=reporter_for(quiet or as_json),
     )
     if as_json:
@@ -183,11 +196,15 @@ def _show_sweep(result) -> None:
     out = console()
     counts = result.counts()
     summary = ", ".join(f"{n} {state}" for state, n in counts.items()) or "no trials"
-    out.print(f"study [bold]{result.study}[/bold]: {len(result.trials)} trials ({summary}); this call ran {result.ran}")
+    out.print(
+        f"study [bold]{esc(result.study)}[/bold]: {len(result.trials)} trials ({summary}); this call ran {result.ran}"
+    )
     names = [p.name for p in result.params]
-    table = Table("trial", result.metric, *names, "epochs", "seconds", title=f"best trials by {result.metric}")
+    table = Table(
+        "trial", result.metric, *map(esc, names), "epochs", "seconds", title=f"best trials by {result.metric}"
+    )
     for trial in result.ranked()[:10]:
-        cells = [_fmt(trial.params.get(n)) for n in names]
+        cells = [esc(_fmt(trial.params.get(n))) for n in names]
         table.add_row(
             str(trial.number), f"{trial.value:.4f}", *cells, str(trial.epochs or ""), f"{trial.seconds or 0:.0f}"
         )
@@ -195,14 +212,14 @@ def _show_sweep(result) -> None:
         out.print(table)
     if result.importance:
         shares = ", ".join(f"{k} {v:.2f}" for k, v in result.importance.items())
-        out.print(f"importance ({result.importance_note}): {shares}")
+        out.print(f"importance ({esc(result.importance_note)}): {esc(shares)}")
     else:
-        out.print(f"[yellow]importance: {result.importance_note}[/yellow]")
+        out.print(f"[yellow]importance: {esc(result.importance_note)}[/yellow]")
     if result.best_config:
-        out.print(f"best: trial {result.best.number}; train it with: fastcls run {result.best_config}")
+        out.print(f"best: trial {result.best.number}; train it with: fastcls run {esc(result.best_config)}")
     else:
         out.print("[yellow]no trial completed yet, so there is no best.toml[/yellow]")
-    out.print(f"files in [bold]{result.out}[/bold]: " + ", ".join(p.name for p in result.files.values()))
+    out.print(f"files in [bold]{esc(result.out)}[/bold]: " + esc(", ".join(p.name for p in result.files.values())))
 
 
 def _fmt(value: Any) -> str:
@@ -225,6 +242,7 @@ def scaling(
     lr_mult: LrMult = None,
     unfreeze_every: UnfreezeEvery = None,
     freeze_bn: FreezeBn = None,
+    frozen_bn: FrozenBn = None,
     bs: Bs = None,
     size: Size = None,
     seed: Seed = None,
@@ -297,17 +315,19 @@ def _show_scaling(result) -> None:
         ["test acc"] if has_test else []
     )
     table = Table(
-        *columns, "seconds", title=f"{result.data}: {result.epochs} epoch{'s' if result.epochs != 1 else ''} per cell"
+        *columns,
+        "seconds",
+        title=f"{esc(result.data)}: {result.epochs} epoch{'s' if result.epochs != 1 else ''} per cell",
     )
     for c in result.cells:
         cells = [c.arch, c.init, c.label.replace("-", "/"), str(c.train_images), f"{c.train_accuracy:.4f}",
                  f"{c.valid_accuracy:.4f}"]  # fmt: skip
         if has_test:
             cells.append("" if c.test_accuracy is None else f"{c.test_accuracy:.4f}")
-        table.add_row(*cells, "reused" if c.reused else f"{c.seconds:.0f}")
+        table.add_row(*map(esc, cells), "reused" if c.reused else f"{c.seconds:.0f}")
     out = console()
     out.print(table)
-    out.print(f"results: {result.files['results']}; plot: {result.files['plot']}")
+    out.print(f"results: {esc(result.files['results'])}; plot: {esc(result.files['plot'])}")
 
 
 def show_recipe(result, quiet: bool, as_json: bool) -> None:
@@ -321,16 +341,18 @@ def show_recipe(result, quiet: bool, as_json: bool) -> None:
 
     from fastcls.recipes import format_value
 
-    table = Table(*result.columns, title=f"{result.name}: result")
+    table = Table(*map(esc, result.columns), title=f"{esc(result.name)}: result")
     for row in result.table:
-        table.add_row(*(format_value(row.get(c)) for c in result.columns))
+        table.add_row(*(esc(format_value(row.get(c))) for c in result.columns))
     out = console()
     out.print(table)
     if result.headline:
-        out.print(result.headline)
+        out.print(esc(result.headline))
     reused = sum(s.reused for s in result.steps)
     note = f" ({reused} reused)" if reused else ""
-    out.print(f"[green]done[/green]: {len(result.steps)} steps{note} in {result.seconds:.0f}s; report: {result.report}")
+    out.print(
+        f"[green]done[/green]: {len(result.steps)} steps{note} in {result.seconds:.0f}s; report: {esc(result.report)}"
+    )
 
 
 def register(app: typer.Typer) -> None:

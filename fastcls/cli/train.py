@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from fastcls.cli.common import console, handled, print_json, reporter_for
+from fastcls.cli.common import console, esc, handled, print_json, reporter_for
 from fastcls.cli.options import (
     CNN_FLAGS,
     Activation,
@@ -21,6 +21,7 @@ from fastcls.cli.options import (
     BoostSensitive,
     BoostWd,
     Bs,
+    CacheFeatures,
     ChannelsLast,
     ClipGrad,
     Compile,
@@ -31,6 +32,7 @@ from fastcls.cli.options import (
     Dense,
     Dropout,
     EarlyStop,
+    Ema,
     EmbedEvery,
     Epochs,
     Eps,
@@ -40,6 +42,7 @@ from fastcls.cli.options import (
     FreezeBn,
     FreezeEpochs,
     FreezeSensitive,
+    FrozenBn,
     Gamma,
     Keep,
     Kernel,
@@ -79,12 +82,12 @@ __all__ = ["register"]
 COMMON = (
     "data", "arch", "epochs", "lr", "lr_suggest", "bs", "size", "seed", "wd", "valid_pct", "fraction",
     "on_bad_image", "aug", "opt", "sched", "momentum", "eps", "step_size", "gamma", "label_smoothing",
-    "mixup", "cutmix", "clip_grad", "keep", "early_stop", "monitor",
+    "mixup", "cutmix", "clip_grad", "keep", "ema", "early_stop", "monitor",
     "precision", "channels_last", "compile", "log", "workers", "embed_every", *CNN_FLAGS,
 )  # fmt: skip
 RUN_FLAGS = ("name", "out", "runs_dir", "exist_ok")
 FINETUNE = (
-    "weights", "strategy", "freeze_epochs", "lr_mult", "unfreeze_every", "freeze_bn",
+    "weights", "strategy", "freeze_epochs", "lr_mult", "unfreeze_every", "freeze_bn", "frozen_bn", "cache_features",
     "freeze_sensitive", "boost_sensitive", "boost_lr", "boost_wd", "boost_clip",
 )  # fmt: skip
 
@@ -133,6 +136,7 @@ def _show(clf, path: Path, quiet: bool, as_json: bool) -> None:
                 "epochs": len(clf.history),
                 "planned_epochs": clf.planned_epochs,
                 "stopped": clf.stopped,
+                "resumed_after": clf.resumed_after,
                 "base_lr": clf.config.train.lr,
             }
             | metrics
@@ -143,13 +147,15 @@ def _show(clf, path: Path, quiet: bool, as_json: bool) -> None:
     line = f"valid accuracy {metrics['accuracy']:.4f}"
     if "test_accuracy" in metrics:
         line += f", test accuracy {metrics['test_accuracy']:.4f}"
+    if clf.resumed_after is not None:
+        line += f" (resumed after epoch {clf.resumed_after})"
     if clf.stopped:
         console().print(
             f"[yellow]stopped[/yellow] after epoch {len(clf.history)} of {clf.planned_epochs} ({clf.stopped}): {line}; "
-            f"run saved to [bold]{path}[/bold]. Finish it with: fastcls train --resume {path}"
+            f"run saved to [bold]{esc(path)}[/bold]. Finish it with: fastcls train --resume {esc(path)}"
         )
         return
-    console().print(f"[green]done[/green]: {line}; run saved to [bold]{path}[/bold]")
+    console().print(f"[green]done[/green]: {line}; run saved to [bold]{esc(path)}[/bold]")
 
 
 def train(
@@ -177,6 +183,7 @@ def train(
     cutmix: Cutmix = None,
     clip_grad: ClipGrad = None,
     keep: Keep = None,
+    ema: Ema = None,
     early_stop: EarlyStop = None,
     monitor: Monitor = None,
     precision: Precision = None,
@@ -224,6 +231,8 @@ def finetune(
     lr_mult: LrMult = None,
     unfreeze_every: UnfreezeEvery = None,
     freeze_bn: FreezeBn = None,
+    frozen_bn: FrozenBn = None,
+    cache_features: CacheFeatures = None,
     freeze_sensitive: FreezeSensitive = None,
     boost_sensitive: BoostSensitive = None,
     boost_lr: BoostLr = None,
@@ -248,6 +257,7 @@ def finetune(
     cutmix: Cutmix = None,
     clip_grad: ClipGrad = None,
     keep: Keep = None,
+    ema: Ema = None,
     early_stop: EarlyStop = None,
     monitor: Monitor = None,
     precision: Precision = None,
@@ -330,7 +340,7 @@ def lr_find(
     for key, value in result.suggestions.items():
         mark = "  <- picked" if key == result.suggest else ""
         out.print(f"{key:8s} {value:.3g}{mark}")
-    out.print(f"plot: {plot}")
+    out.print(f"plot: {esc(plot)}")
 
 
 def run(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from fastcls.cli.common import console, handled, print_json
+from fastcls.cli.common import console, esc, handled, print_json
 
 __all__ = ["register"]
 
@@ -30,13 +30,13 @@ def evaluate(
         return
     out = console()
     out.print(
-        f"[bold]{run}[/bold] on {result.data} ({result.split}, {result.n} images): "
+        f"[bold]{esc(run)}[/bold] on {esc(result.data)} ({esc(result.split)}, {result.n} images): "
         f"accuracy [bold]{result.accuracy:.4f}[/bold], top-5 {result.top5:.4f}, loss {result.loss:.4f}"
     )
     table = Table("class", "precision", "recall", "f1", "support")
     for name, scores in result.per_class.items():
         table.add_row(
-            name,
+            esc(name),
             f"{scores['precision']:.3f}",
             f"{scores['recall']:.3f}",
             f"{scores['f1']:.3f}",
@@ -80,10 +80,10 @@ def predict(
     table = Table("image", "label", "probability", "ranked")
     for p in predictions:
         ranked = ", ".join(f"{label} {prob:.3f}" for label, prob in p.top)
-        table.add_row(p.path, p.label, f"{p.probability:.3f}", ranked)
+        table.add_row(esc(p.path), esc(p.label), f"{p.probability:.3f}", esc(ranked))
     console().print(table)
     if out is not None:
-        console().print(f"wrote {len(predictions)} predictions to {out}")
+        console().print(f"wrote {len(predictions)} predictions to {esc(out)}")
 
 
 def register(app: typer.Typer) -> None:

@@ -6,6 +6,7 @@ whichever command feeds it.
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -112,7 +113,7 @@ def _resize(image: Image.Image, prep: Preprocessing) -> Image.Image:
     size = prep.size
     if prep.resize == "squish":
         return image if image.size == (size, size) else image.resize((size, size), method)
-    scaled = max(size, round(size / prep.crop_pct))
+    scaled = max(size, math.floor(size / prep.crop_pct + 1e-6))  # timm's eval transform: floor(size / crop_pct)
     width, height = image.size
     ratio = scaled / min(width, height)
     new_w, new_h = max(size, round(width * ratio)), max(size, round(height * ratio))

@@ -179,15 +179,28 @@ class Batches:
             images = self.augment(images, torch.Generator().manual_seed(seed))
         return images.contiguous(memory_format=self.memory_format), labels.to(self.device, non_blocking=True)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """The epoch's order and every batch's augmentation seed are drawn up front from the seeded
-        generator, so the batches are the same whether `workers` threads prepare them ahead or not."""
+    def draw_epoch(self) -> tuple[torch.Tensor | None, list[int | None]]:
+        """The next epoch's order (None: file order) and each batch's augmentation seed, drawn from
+        the seeded generator; anything that stands in for these batches draws through here too."""
         order = torch.randperm(self.n, generator=self.generator) if self.shuffle else None
         seeds = (
             torch.randint(0, 2**62, (len(self),), generator=self.generator).tolist()
             if self.augment is not None
             else [None] * len(self)
         )
+        return order, seeds
+
+    def in_order(self, bs: int = 256) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Every image once, in file order, normalised and never augmented (e.g. to compute features)."""
+        for start in range(0, self.n, bs):
+            images = self.normalise(self.split.images[start : start + bs])
+            labels = self.split.labels[start : start + bs].to(self.device, non_blocking=True)
+            yield images.contiguous(memory_format=self.memory_format), labels
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The epoch's order and every batch's augmentation seed are drawn up front from the seeded
+        generator, so the batches are the same whether `workers` threads prepare them ahead or not."""
+        order, seeds = self.draw_epoch()
         if self.workers == 0:
             for index in range(len(self)):
                 yield self._batch(index, order, seeds[index])

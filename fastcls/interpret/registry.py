@@ -6,20 +6,40 @@ may write under plots/ (each carries its entry's key word so tools can find it).
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from fastcls.interpret.cam import cam_plot
-from fastcls.interpret.confusion import classification_report_plot, confusion_pairs_plot, confusion_plot
-from fastcls.interpret.context import Context
-from fastcls.interpret.curves import curves_plot
-from fastcls.interpret.embeddings import pca_plot, tsne_plot
-from fastcls.interpret.filters import filters_plot
-from fastcls.interpret.guided import guided_plot
-from fastcls.interpret.predictions import grid_plot, top_losses_plot
+if TYPE_CHECKING:
+    from fastcls.interpret.context import Context
 
 __all__ = ["PLOTS", "Plot"]
+
+
+def _lazy(module: str, name: str) -> Callable[[Context], list[Path]]:
+    """A plot function imported when first called, so `fastcls --help` (which lists the plot names)
+    does not load the nine plot modules."""
+
+    def draw(ctx: Context) -> list[Path]:
+        return getattr(importlib.import_module(f"fastcls.interpret.{module}"), name)(ctx)
+
+    draw.__name__ = draw.__qualname__ = name
+    return draw
+
+
+cam_plot = _lazy("cam", "cam_plot")
+classification_report_plot = _lazy("confusion", "classification_report_plot")
+confusion_pairs_plot = _lazy("confusion", "confusion_pairs_plot")
+confusion_plot = _lazy("confusion", "confusion_plot")
+curves_plot = _lazy("curves", "curves_plot")
+pca_plot = _lazy("embeddings", "pca_plot")
+tsne_plot = _lazy("embeddings", "tsne_plot")
+filters_plot = _lazy("filters", "filters_plot")
+guided_plot = _lazy("guided", "guided_plot")
+grid_plot = _lazy("predictions", "grid_plot")
+top_losses_plot = _lazy("predictions", "top_losses_plot")
 
 
 @dataclass(frozen=True)

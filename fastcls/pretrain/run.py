@@ -15,11 +15,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fastcls.errors import ConfigError, DataError, Interrupted, RunError, TrainingDiverged
+from fastcls.errors import ConfigError, DataError, FastclsError, Interrupted, RunError, TrainingDiverged
 from fastcls.pretrain.config import PretrainConfig, load_pretrain_config
 from fastcls.pretrain.files import PretrainResult, backbone_card, write_run
 from fastcls.reporting import Reporter, as_reporter
-from fastcls.runs import StagedRun, default_run_name, require_run
+from fastcls.runs import default_run_name, require_run
+from fastcls.staging import StagedRun
 
 if TYPE_CHECKING:
     from fastcls.data.images import Preprocessing
@@ -98,13 +99,32 @@ def _pretrain_into(
         import lightly  # noqa: F401
     except ImportError:
         raise ConfigError("fastcls pretrain needs lightly: pip install 'fastcls[ssl]' (or lightly itself).") from None
+    from fastcls.train.resume import RESUME_FILE
+
+    # fastcls.staging's protocol: trained in the locked `.NAME.partial` beside `final`, renamed into place
     with StagedRun(final, config.run.exist_ok) as staged:  # an existing run is refused before any work
-        return _train_and_write(staged, config, report, stop_after, state)
+        if staged.marker is not None and (staged.staging / "checkpoints" / RESUME_FILE).is_file():
+            raise RunError(
+                f"{staged.final} has an interrupted training run in {staged.staging}; resume it "
+                f"(fastcls train --resume {staged.final}) or remove it (fastcls runs clean --interrupted) first."
+            )
+        staged.start("pretrain" if state is None else "pretrain-resume", config.to_dict())
+        try:
+            result, stop = _train_and_write(staged, config, report, stop_after, state)
+        except BaseException:
+            # pretraining resumes from a committed run folder only: a staging folder left by a crash before
+            # the commit holds no epoch to continue, so it goes (StagedRun keeps those with a resume.pt)
+            (staged.staging / "checkpoints" / RESUME_FILE).unlink(missing_ok=True)
+            raise
+    if stop is not None:  # raised after the commit and the lock's release: the run folder holds the epochs
+        raise stop
+    return result
 
 
 def _train_and_write(
     staged: StagedRun, config: PretrainConfig, report: Reporter, stop_after: int | None, state: dict[str, Any] | None
-) -> PretrainResult:
+) -> tuple[PretrainResult, FastclsError | None]:
+    """Train, write and commit the run; the error to raise once the staging folder is released, if any."""
     from fastcls.device import pick_device
     from fastcls.models.registry import resolve_arch
     from fastcls.models.scratch import check_cnn_config
@@ -200,15 +220,15 @@ def _train_and_write(
         (result.path / "checkpoints" / RESUME_FILE).unlink(missing_ok=True)  # a resumed run that finished
     report.info(f"pretraining took {time.perf_counter() - started:.0f}s; backbone saved to {result.path}")
     if trainer.diverged:
-        raise TrainingDiverged(
+        return result, TrainingDiverged(
             f"{trainer.diverged}; {result.path} holds the last good epoch ({len(history)}). Lower --lr."
         )
     if interrupted:
-        raise Interrupted(
+        return result, Interrupted(
             f"{trainer.stopped} after epoch {len(history)} of {ssl.epochs}; {result.path} holds it. Continue "
             f"exactly where it stopped with: fastcls pretrain --resume {result.path}"
         )
-    return result
+    return result, None
 
 
 def _match_card(config: PretrainConfig, card: dict[str, Any], arch: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import random
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,10 @@ from fastcls.config import TrainConfig
 from fastcls.data.loaders import Batches
 from fastcls.errors import TrainingDiverged
 from fastcls.models.groups import layer_groups, param_groups
+from fastcls.models.heads import HeadOnly, HeadSplit, head_split
 from fastcls.reporting import Reporter
-from fastcls.train.optim import opt_func, schedule
+from fastcls.train.features import FeatureBatches, compute_features, stochastic_layers
+from fastcls.train.optim import no_decay_params, opt_func, schedule
 from fastcls.train.strategies import Phase, group_lrs, plan
 
 __all__ = ["LRFindResult", "Resume", "Trainer", "seed_everything"]
@@ -113,16 +116,16 @@ def _precision(settings: TrainConfig, device: torch.device) -> list[Any]:
 
 
 def _regularisers(settings: TrainConfig) -> list[Any]:
-    """fastai's own MixUp, CutMix and GradientClip callbacks, as the settings ask."""
-    from fastai.callback.mixup import CutMix, MixUp
-    from fastai.callback.training import GradientClip
-
+    """fastai's own MixUp, CutMix and GradientClip callbacks, as the settings ask (imported only then:
+    fastai.callback.mixup pulls in fastai.basics and pandas, a second of start-up)."""
     callbacks: list[Any] = []
-    if settings.mixup:
-        callbacks.append(MixUp(settings.mixup))
-    if settings.cutmix:
-        callbacks.append(CutMix(settings.cutmix))
+    if settings.mixup or settings.cutmix:
+        from fastai.callback.mixup import CutMix, MixUp
+
+        callbacks.append(MixUp(settings.mixup) if settings.mixup else CutMix(settings.cutmix))
     if settings.clip_grad:
+        from fastai.callback.training import GradientClip
+
         callbacks.append(GradientClip(settings.clip_grad))
     return callbacks
 
@@ -162,7 +165,7 @@ class Trainer:
         )
 
         Learner, DataLoaders = _import_fastai()
-        self.model, self.train, self.settings = model, train, settings
+        self.model, self.train, self.valid, self.settings, self.reporter = model, train, valid, settings, reporter
         self.frozen_tensors, self.boosted_tensors = list(frozen_tensors or []), list(boosted_tensors or [])
         _check_tensor_names(model, self.frozen_tensors + self.boosted_tensors)
         for name, param in model.named_parameters():
@@ -181,11 +184,12 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.log = EpochLog(self.history, metrics_path)
         folder = metrics_path.parent / "checkpoints" if metrics_path is not None else None
-        self.checkpoints = Checkpoints(self.history, folder)
+        self.checkpoints = Checkpoints(self.history, folder, model, settings.monitor)
         self.early = EarlyStop(settings.monitor, settings.early_stop, self.history) if settings.early_stop else None
         self.nan_guard = NanGuard(self.history)
         self.device = next(model.parameters()).device
-        self.restart = RestartBatchNormStats() if pretrained else None
+        self.bn_policy = settings.frozen_bn
+        self.restart = RestartBatchNormStats() if pretrained and self.bn_policy == "restart" else None
         self.stop = StopRequest(self.history, stop_after)
         self.resume_point = ResumePoint(self.history, folder, train.generator, self.restart)
         self.start_epoch, self._resume_state = 0, None
@@ -202,10 +206,17 @@ class Trainer:
 
         run_folder = metrics_path.parent if metrics_path is not None else None
         self.trackers = trackers(settings.log, self.history, run_folder, run_config or {})
+        self.ema = None
+        if settings.ema:
+            from fastcls.train.ema import EmaWeights
+
+            self.ema = EmaWeights(model, settings.ema, self._score, self.log.pending)
+            self.checkpoints.ema, self.resume_point.ema = self.ema.module, self.ema
+            callbacks.append(self.ema)
         callbacks += self.trackers + list(extra_callbacks or [])
         if self.early is not None:
             callbacks.append(self.early)
-        if settings.freeze_bn:
+        if self.bn_policy == "eval":
             callbacks.append(FreezeBatchNorm())
         if self.boosted_tensors and settings.boost_clip:
             from fastcls.train.callbacks import BoostClip
@@ -223,9 +234,9 @@ class Trainer:
             DataLoaders(train, valid),
             model,
             loss_func=CrossEntropy(label_smoothing=settings.label_smoothing),
-            opt_func=opt_func(settings),
+            opt_func=opt_func(settings, no_decay_params(model)),
             splitter=self._split,
-            train_bn=not settings.freeze_bn,
+            train_bn=self.bn_policy != "eval",
             cbs=callbacks,
         )
         self.log.head_index = self.layer_group_count - 1
@@ -291,6 +302,10 @@ class Trainer:
         if self.restart is not None:
             self.restart.pending = bool(resume.state["restart_pending"])
         self.model.load_state_dict(resume.checkpoints["last"])
+        if self.ema is not None:
+            if "ema" not in resume.checkpoints:
+                raise ConfigError("this run has --ema but no ema checkpoint to continue the average from.")
+            self.ema.restore(resume.checkpoints["ema"], int(resume.state.get("ema_steps", 0)))
         self.start_epoch, self._resume_state = done, resume.state
 
     def _continue(self, done_in_phase: int) -> list[Any]:
@@ -314,6 +329,62 @@ class Trainer:
         restore_rng(state["rng"], self.train.generator)
         return [ScalerState(state["scaler"])] if state.get("scaler") and done_in_phase > 0 else []
 
+    def _score(self, model: nn.Module) -> dict[str, float]:
+        """Valid loss, accuracy and top-5 of `model` (e.g. the EMA), on cached features in a head-only phase."""
+        from fastcls.train.ema import score
+
+        if isinstance(self.learn.model, HeadOnly):  # the backbone is frozen: the average's equals the model's
+            split = head_split(model, layer_groups(model)[-1].params)
+            model = HeadOnly(split.head, split.dropout)
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.settings.precision)
+        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+            return score(model, self.learn.dls.valid, self.learn.loss_func)
+
+    def _cacheable(self, phase: Phase) -> HeadSplit | None:
+        """The head to train alone on cached features in `phase`, or None (see train/features.py)."""
+        s = self.settings
+        if self.layer_group_count < 2 or phase.frozen != self.layer_group_count - 1 or self.boosted_tensors:
+            return None
+        if not s.cache_features or self.bn_policy != "eval" or s.mixup or s.cutmix:
+            return None
+        if getattr(self.train, "augment", None) is not None or not hasattr(self.train, "in_order"):
+            return None
+        split = head_split(self.model, layer_groups(self.model)[-1].params)
+        if split is None or stochastic_layers(self.model, split.head):
+            return None
+        return split
+
+    @contextlib.contextmanager
+    def _head_only(self, phase: Phase) -> Iterator[None]:
+        """While `phase` runs, the Learner trains the head alone on features computed once, when it can."""
+        from fastcls.data.loaders import MEMORY_BUDGET_BYTES
+
+        split = self._cacheable(phase)
+        cached = None
+        if split is not None:
+            limit = MEMORY_BUDGET_BYTES / 2
+            train = compute_features(self.model, split, self.train, self.settings.precision, limit)
+            valid = compute_features(self.model, split, self.valid, self.settings.precision, limit)
+            cached = (train, valid) if train is not None and valid is not None else None
+        if cached is None:
+            yield
+            return
+        (train_z, train_y, train_s), (valid_z, valid_y, valid_s) = cached
+        self.reporter.info(
+            f"phase {phase.name}: the frozen backbone ran once over {len(train_y)} train and {len(valid_y)} valid "
+            f"images ({train_s + valid_s:.1f}s); its epochs train only the head on those features"
+        )
+        _, DataLoaders = _import_fastai()
+        saved = self.learn.model, self.learn.dls
+        self.learn.model = HeadOnly(split.head, split.dropout)
+        self.learn.dls = DataLoaders(
+            FeatureBatches(train_z, train_y, self.train), FeatureBatches(valid_z, valid_y, self.valid)
+        )
+        try:
+            yield
+        finally:
+            self.learn.model, self.learn.dls = saved
+
     def fit(self) -> list[dict[str, Any]]:
         """Run every phase (from `start_epoch` when resuming); one metrics row per epoch.
 
@@ -327,6 +398,8 @@ class Trainer:
             for tracker in self.trackers:
                 stack.callback(tracker.close)
             for phase in self.phases:
+                if self.early is not None and self.early.stopped:
+                    break  # resumed after the epoch that stopped it early
                 if skip >= phase.epochs:
                     skip -= phase.epochs
                     continue
@@ -336,7 +409,7 @@ class Trainer:
                 scheds = schedule(self.settings, phase.epochs, lrs, phase.pct_start, phase.div)
                 n = len(self.train)
                 sched = PhaseSchedule(scheds, total=phase.epochs * n, done=skip * n)
-                with self.learn.no_logging():
+                with self.learn.no_logging(), self._head_only(phase):
                     self.learn.fit(phase.epochs - skip, lr=lrs, wd=self._wd(), cbs=[sched, *extra])
                 skip = 0
                 if self.nan_guard.message or self.stop.reason or (self.early is not None and self.early.stopped):
@@ -345,10 +418,6 @@ class Trainer:
             from fastcls.errors import Interrupted
 
             raise Interrupted(f"{self.stop.reason} during epoch 1, before any epoch finished; nothing was saved.")
-        if not self.stop.reason and self.resume_point.folder is not None:
-            from fastcls.train.resume import RESUME_FILE
-
-            (self.resume_point.folder / RESUME_FILE).unlink(missing_ok=True)  # finished: nothing to resume
         if self.nan_guard.message:
             if "last" not in self.checkpoints.states:
                 raise TrainingDiverged(

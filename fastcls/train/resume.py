@@ -8,6 +8,7 @@ classes): numpy arrays and scalars become tensors and floats, fastcore `L` lists
 from __future__ import annotations
 
 import io
+import os
 import random
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,20 @@ import torch
 
 from fastcls.errors import RunError
 
-__all__ = ["RESUME_FILE", "RESUME_FORMAT", "capture_rng", "plain", "read_state", "restore_rng", "write_state"]
+__all__ = [
+    "CHECKPOINT_EPOCHS",
+    "RESUME_FILE",
+    "RESUME_FORMAT",
+    "capture_rng",
+    "pending_checkpoint",
+    "plain",
+    "read_resume_point",
+    "read_state",
+    "restore_rng",
+    "resumable_epoch",
+    "settle_checkpoints",
+    "write_state",
+]
 
 RESUME_FILE = "resume.pt"
 RESUME_FORMAT = 1
@@ -94,3 +108,80 @@ def read_state(path: Path) -> dict[str, Any]:
     if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT:
         raise RunError(f"{path} is not a fastcls resume file of format {RESUME_FORMAT}; it cannot be resumed.")
     return state
+
+
+# -- one epoch's files, consistent with each other ----------------------------------------------
+# At the end of epoch k the checkpoints it changed are written as `.NAME.epoch-K.safetensors`,
+# then resume.pt (atomically: the record that makes epoch k complete, naming each checkpoint's
+# epoch), then the pending files are renamed to `NAME.safetensors`. A kill before resume.pt leaves
+# epoch k-1 whole (the pending files are deleted on resume); a kill after it leaves renames that
+# `settle_checkpoints` finishes. So the checkpoints that load always belong to resume.pt's epoch.
+CHECKPOINT_EPOCHS = "checkpoint_epochs"
+
+
+def pending_checkpoint(name: str, epoch: int) -> str:
+    """The file name of checkpoint `name` of epoch `epoch` until its epoch is recorded in resume.pt."""
+    return f".{name}.epoch-{epoch}.safetensors"
+
+
+def settle_checkpoints(folder: Path, epochs: dict[str, int]) -> None:
+    """Finish the renames a kill interrupted (checkpoints of the recorded epochs), then delete the
+    pending and temporary files of an epoch that never completed."""
+    for name, epoch in epochs.items():
+        pending = folder / pending_checkpoint(name, int(epoch))
+        if pending.is_file():
+            os.replace(pending, folder / f"{name}.safetensors")
+    for leftover in [*folder.glob(".*.epoch-*.safetensors"), *folder.glob(".*.tmp"), *folder.parent.glob(".*.tmp")]:
+        leftover.unlink(missing_ok=True)
+
+
+def read_resume_point(run: Path, card_epochs: dict[str, int] | None = None):
+    """(state, metrics rows, checkpoint tensors, checkpoint epochs) of the last finished epoch in `run`.
+
+    metrics.csv may hold a row more than resume.pt (a kill between the two): only the rows of the
+    finished epochs are returned. `card_epochs`: model.json's list, for resume files written before
+    resume.pt named the checkpoints.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    from fastcls.runs import read_metrics
+
+    folder = run / "checkpoints"
+    state = read_state(folder / RESUME_FILE)
+    done = int(state["epoch"])
+    epochs = {str(k): int(v) for k, v in (state.get(CHECKPOINT_EPOCHS) or card_epochs or {}).items()}
+    if "last" not in epochs:
+        raise RunError(f"{folder / RESUME_FILE} names no `last` checkpoint; this run cannot be resumed.")
+    settle_checkpoints(folder, epochs)
+    tensors = {}
+    for name, epoch in epochs.items():
+        path = folder / f"{name}.safetensors"
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                written = (handle.metadata() or {}).get("epoch")
+                tensors[name] = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+        except (SafetensorError, OSError) as exc:
+            raise RunError(
+                f"{path} is missing or damaged ({str(exc).splitlines()[0]}); this run cannot be resumed."
+            ) from None
+        if written is not None and int(written) != epoch:
+            raise RunError(f"{path} holds epoch {written}, but {RESUME_FILE} expects {epoch}; it cannot be resumed.")
+    history = read_metrics(run / "metrics.csv")
+    if len(history) < done:
+        raise RunError(f"{run}/metrics.csv has {len(history)} rows but the run finished {done} epochs.")
+    return state, history[:done], tensors, epochs
+
+
+def resumable_epoch(run: Path) -> tuple[int | None, str]:
+    """(the epoch a staging folder can resume after, "") or (None, why it cannot), reading only."""
+    if not (run / "config.toml").is_file():
+        return None, "no config.toml: it stopped before its first epoch began"
+    if not (run / "checkpoints" / RESUME_FILE).is_file():
+        return None, "no finished epoch"
+    try:
+        state = torch.load(run / "checkpoints" / RESUME_FILE, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # truncated zip, foreign object: damaged
+        return None, f"checkpoints/{RESUME_FILE} is damaged ({type(exc).__name__})"
+    if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT:
+        return None, f"checkpoints/{RESUME_FILE} is not a fastcls resume file"
+    return int(state["epoch"]), ""

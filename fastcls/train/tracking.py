@@ -10,6 +10,7 @@ rows as metrics.csv, with a batch step that continues across phases and resumes.
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,10 +22,14 @@ from fastcls.errors import ConfigError
 __all__ = ["EPOCH_KEYS", "TRACKERS", "TensorBoardLog", "WandbLog", "trackers"]
 
 EPOCH_KEYS = ("train_loss", "valid_loss", "accuracy", "top5", "lr")
+RUN_ID_FILE = "fastcls-run-id"
 
 
 class TensorBoardLog(Callback):
-    """Event files under `RUN/tensorboard/`: the training loss and LR per batch, metrics per epoch."""
+    """Event files under `RUN/tensorboard/`: the training loss and LR per batch, metrics per epoch.
+
+    The batch LR is the head's group (as metrics.csv's `lr`), not the last optimiser group, which
+    is the boosted tensors' own when --boost-sensitive is on."""
 
     order = 61  # after EpochLog has appended the epoch's row
 
@@ -46,7 +51,8 @@ class TensorBoardLog(Callback):
         if self.training:
             step = len(self.history) * len(self.dls.train) + self.iter + 1
             self.writer.add_scalar("batch/train_loss", float(self.learn.loss.detach()), step)
-            self.writer.add_scalar("batch/lr", float(self.learn.opt.hypers[-1]["lr"]), step)
+            head = self.learn.epoch_log.head_index if hasattr(self.learn, "epoch_log") else -1
+            self.writer.add_scalar("batch/lr", float(self.learn.opt.hypers[head]["lr"]), step)
 
     def after_epoch(self) -> None:
         row = self.history[-1]
@@ -62,7 +68,12 @@ class TensorBoardLog(Callback):
 
 class WandbLog(Callback):
     """A Weights & Biases run under `RUN/wandb/`, offline unless WANDB_MODE says otherwise or an API
-    key is set (offline runs upload later with `wandb sync RUN/wandb/offline-run-*`)."""
+    key is set (offline runs upload later with `wandb sync RUN/wandb/offline-run-*`).
+
+    One fastcls run is one W&B run, however often it is stopped and resumed: its id is kept in
+    `RUN/wandb/fastcls-run-id` and passed with `resume="allow"`, and rows are logged at step =
+    epoch, so the resumed part continues the same history (offline parts merge on sync).
+    """
 
     order = 61
 
@@ -86,13 +97,30 @@ class WandbLog(Callback):
             dir=str(self.folder),
             mode=mode,
             config=self.config,
+            id=self._run_id(),
+            resume="allow",
             reinit="create_new",
             settings=wandb.Settings(console="off", silent=True),  # leave stdout/stderr to fastcls
         )
 
+    def _run_id(self) -> str:
+        """The run's W&B id: from this folder (a staging folder being continued), else from the run
+        folder (a stopped run being resumed), else a new one, written down for the next resume."""
+        from fastcls.runs import atomic_write_text
+
+        out = self.config.get("run", {}).get("out")
+        for folder in (self.folder, Path(out) if out else None):
+            if folder is not None and (folder / "wandb" / RUN_ID_FILE).is_file():
+                run_id = (folder / "wandb" / RUN_ID_FILE).read_text(encoding="utf-8").strip()
+                break
+        else:
+            run_id = secrets.token_hex(4)  # W&B ids are short lowercase alphanumerics
+        atomic_write_text(self.folder / "wandb" / RUN_ID_FILE, run_id + "\n")
+        return run_id
+
     def after_epoch(self) -> None:
         row = self.history[-1]
-        self.wandb_run.log({"epoch": row["epoch"], **{key: row[key] for key in EPOCH_KEYS}})
+        self.wandb_run.log({"epoch": row["epoch"], **{key: row[key] for key in EPOCH_KEYS}}, step=row["epoch"])
 
     def close(self) -> None:
         if self.wandb_run is not None:

@@ -92,3 +92,26 @@ def test_a_run_folder_with_another_head_size_seeds_a_new_finetune(tmp_path, clas
     assert second.model.head.out.out_features == 3
     assert torch.equal(second.model.features.block1.conv.weight, first.model.features.block1.conv.weight)
     assert second.preprocessing == first.preprocessing
+
+
+def test_a_vit_run_fine_tunes_at_another_size(tmp_path, class_folders):
+    """timm's checkpoint filter resamples the position embeddings from the run's 2x2 patch grid to 3x3."""
+    from timm.layers import resample_abs_pos_embed
+
+    run = tmp_path / "vit32"
+    config = fastcls.Config().merged(
+        fastcls.Config.nest(
+            {"arch": "vit_tiny_patch16_224", "size": 32, "epochs": 1, "bs": 16, "source": str(class_folders)}
+        )
+        | {"run": {"out": str(run)}}
+    )
+    fastcls.train_run(config, reporter="quiet")
+    old = fastcls.load(run).model.state_dict()
+    clf = fastcls.ImageClassifier("vit_tiny_patch16_224", size=48, epochs=1, bs=16, strategy="head")
+    clf.fit(class_folders, quiet=True, pretrained=True, weights=str(run))
+    new = clf.model.state_dict()
+    assert new["pos_embed"].shape == (1, 1 + 9, 192) and old["pos_embed"].shape == (1, 1 + 4, 192)
+    expected = resample_abs_pos_embed(old["pos_embed"], (3, 3), num_prefix_tokens=1)
+    assert torch.allclose(new["pos_embed"], expected, atol=1e-6)  # frozen in the head phase, so as loaded
+    assert torch.equal(new["blocks.0.attn.qkv.weight"], old["blocks.0.attn.qkv.weight"])
+    assert clf.preprocessing.size == 48 and clf.history[-1]["accuracy"] > 0

@@ -88,7 +88,7 @@ def test_sigint_in_the_first_epoch_saves_nothing(tmp_path, class_folders, monkey
     monkeypatch.setattr(EpochLog, "after_batch", ctrl_c)
     with pytest.raises(Interrupted, match="before any epoch finished; nothing was saved"):
         fastcls.train_run(_config(class_folders, tmp_path / "r"), reporter="quiet")
-    assert not (tmp_path / "r").exists() and not list(tmp_path.glob(".r.staging-*"))
+    assert not (tmp_path / "r").exists() and not list(tmp_path.glob(".r.partial"))
 
 
 def test_resume_restores_the_unfrozen_phase_and_its_group_lrs(tmp_path, trained_run):
@@ -151,7 +151,7 @@ def test_sigterm_to_the_cli_saves_a_resumable_run_and_exits_130(tmp_path, class_
     args = ["train", str(class_folders), "--blocks", "2", "--filters", "8", "--epochs", "200", "--out", str(out), "-q"]
     process = subprocess.Popen([sys.executable, "-m", "fastcls", *args], stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
-    while not list(tmp_path.glob(".r.staging-*/checkpoints/resume.pt")) and time.time() < deadline:
+    while not list(tmp_path.glob(".r.partial/checkpoints/resume.pt")) and time.time() < deadline:
         time.sleep(0.1)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)

@@ -62,13 +62,21 @@ def fit(data, **kw):
     return clf, trainer, before, snapshot(clf.model)
 
 
-def test_freeze_to_keeps_frozen_groups_bit_identical_but_trains_their_batchnorm(class_folders):
-    _, _, before, after = fit(class_folders, strategy="freeze-to:2")
+def test_freeze_to_keeps_frozen_groups_bit_identical_with_train_bn(class_folders):
+    _, _, before, after = fit(class_folders, strategy="freeze-to:2", frozen_bn="train")
     moved = changed(before, after)
     for name in ("features.block1.conv.weight", "features.block2.conv.bias"):
         assert name not in moved
     assert {"features.block1.bn.weight", "features.block1.bn.running_mean"} <= moved  # BN stays trainable
     assert {"features.block3.conv.weight", "head.out.weight"} <= moved
+
+
+def test_frozen_groups_keep_their_batchnorm_by_default(class_folders):
+    _, trainer, before, after = fit(class_folders, strategy="freeze-to:2")
+    moved = changed(before, after)
+    assert not any(name.startswith(("features.block1.", "features.block2.")) for name in moved)
+    assert {"features.block3.bn.running_mean", "head.out.weight"} <= moved
+    assert all(p.grad is None for p in trainer.model.features.block1.parameters())  # no backward through it
 
 
 def test_freeze_bn_freezes_batchnorm_and_its_statistics(class_folders):

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from fastcls.cli.common import console, given, handled, print_json, reporter_for
+from fastcls.cli.common import console, esc, given, handled, print_json, reporter_for
 from fastcls.cli.options import (
     CNN_FLAGS,
     Activation,
@@ -134,13 +134,13 @@ def _show(result, quiet: bool, as_json: bool) -> None:
     if result.stopped:
         console().print(
             f"[yellow]stopped[/yellow] after epoch {len(result.history)} of {result.planned_epochs} "
-            f"({result.stopped}): {line}; saved to [bold]{result.path}[/bold]. "
-            f"Finish it with: fastcls pretrain --resume {result.path}"
+            f"({result.stopped}): {line}; saved to [bold]{esc(result.path)}[/bold]. "
+            f"Finish it with: fastcls pretrain --resume {esc(result.path)}"
         )
         return
     console().print(
-        f"[green]done[/green]: {line}; backbone saved to [bold]{result.path}[/bold]. Fine-tune it with: "
-        f"fastcls finetune DATA --arch {result.card['arch']} --weights {result.path}"
+        f"[green]done[/green]: {line}; backbone saved to [bold]{esc(result.path)}[/bold]. Fine-tune it with: "
+        f"fastcls finetune DATA --arch {esc(result.card['arch'])} --weights {esc(result.path)}"
     )
 
 

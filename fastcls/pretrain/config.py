@@ -156,9 +156,8 @@ def _drop_none(value: Any) -> Any:
 
 def is_pretrain_config(path: Any) -> bool:
     """True for a TOML file that says `command = "pretrain"` (a pretraining run's config.toml)."""
-    from pathlib import Path
-
     import tomllib
+    from pathlib import Path
 
     try:
         return tomllib.loads(Path(path).read_text(encoding="utf-8")).get("command") == "pretrain"

@@ -129,6 +129,7 @@ def test_sigint_finishes_the_batch_saves_and_resumes_exactly(unlabeled, whole, t
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers put back
     card = json.loads((tmp_path / "r" / "model.json").read_text())
     assert card["stopped"] == "SIGINT" and card["epochs"] == 1
+    assert not (tmp_path / ".r.partial").exists()  # committed, staging folder and lock gone
     resumed = resume_pretrain(tmp_path / "r", reporter="quiet")
     left, right = _tensors(resumed.path), _tensors(whole.path)
     assert all(torch.equal(left[k], right[k]) for k in right)
@@ -170,3 +171,16 @@ def test_views_do_not_depend_on_the_number_of_worker_processes(unlabeled, tmp_pa
     assert serial.history[0]["ssl_loss"] == parallel.history[0]["ssl_loss"]
     left, right = _tensors(serial.path), _tensors(parallel.path)
     assert all(torch.equal(left[k], right[k]) for k in left)
+
+
+def test_a_run_stages_in_its_locked_partial_folder_like_training(unlabeled, tmp_path):
+    from fastcls.errors import RunError
+    from fastcls.staging import StagedRun, partial_path
+
+    final = tmp_path / "r"
+    with pytest.raises(RunError, match="being trained by another process"), StagedRun(final):
+        pretrain(_config(unlabeled, final, epochs=1), reporter="quiet")  # the lock is held, as by another process
+    assert not final.exists() and not partial_path(final).exists()  # leaving StagedRun freed the lock
+    result = pretrain(_config(unlabeled, final, epochs=1), reporter="quiet")
+    assert result.path == final and (final / "model.safetensors").is_file()
+    assert not partial_path(final).exists() and not (final / "partial.json").exists()

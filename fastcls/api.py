@@ -108,6 +108,16 @@ def _read_card(folder: Path) -> dict[str, Any]:
     return card
 
 
+def _require_classifier(card: dict[str, Any], folder: Path) -> None:
+    """A pretraining run (`fastcls pretrain`) holds a backbone without a classifier: say what to do with it."""
+    if card.get("classifier") is False:
+        raise RunError(
+            f"{folder} is a {card.get('method', 'pretrained')} backbone without a classifier, so it cannot "
+            f"predict or train on as a classifier; fine-tune it: fastcls finetune DATA --arch {card.get('arch')} "
+            f"--weights {folder} (a stopped pretraining continues with fastcls pretrain --resume {folder})."
+        )
+
+
 def _model_from_card(model: Any, card: dict[str, Any], arch: str) -> Any:
     """Fine-tuning a run: the arch must match; a cnn takes the run's own block settings."""
     if card.get("arch") != arch:
@@ -606,6 +616,7 @@ def load(path: str | Path) -> ImageClassifier:
 
     folder = require_run(path)
     card = _read_card(folder)
+    _require_classifier(card, folder)
     try:
         arch, family, classes = card["arch"], card["family"], list(card["classes"])
         prep = Preprocessing.from_dict(card["preprocessing"])
@@ -708,6 +719,7 @@ def _stopped_run(path: Path) -> tuple[Resume, Config]:
 
     folder = require_run(path)
     card = _read_card(folder)
+    _require_classifier(card, folder)
     if not card.get("stopped"):
         raise RunError(
             f"{folder} finished its {card.get('epochs', '?')} epochs, so there is nothing to resume; to train "

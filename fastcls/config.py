@@ -29,6 +29,7 @@ __all__ = [
     "ModelConfig",
     "RunConfig",
     "TrainConfig",
+    "apply_settings",
     "load_config",
     "parse_fraction",
     "read_toml",
@@ -451,6 +452,13 @@ def read_toml(
 def load_config(path: str | Path) -> Config:
     """Read a config TOML (for example a run's own `config.toml`) into a validated `Config`."""
     return Config.from_dict(read_toml(path))
+
+
+# -- for other settings dataclasses that reuse these sections (fastcls.pretrain) ----------------
+def apply_settings(target: Any, overrides: dict[str, Any], prefix: str = "") -> None:
+    """Set `overrides` (nested dicts for nested dataclasses) on a settings dataclass, checking each
+    key and coercing each value the way `Config.merged` does."""
+    _apply(target, overrides, prefix)
 
 
 def settings_differences(old: Any, new: Any, prefix: str = "") -> list[str]:

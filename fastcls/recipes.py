@@ -345,6 +345,41 @@ def _interpret_step(ctx: StepContext) -> StepOutput:
     return StepOutput(outputs, [row])
 
 
+def _pretrain_keys() -> frozenset[str]:
+    from fastcls.pretrain.config import PretrainConfig
+
+    return (PretrainConfig.flat_keys() - {"source", "out", "root", "name", "exist_ok", "command"}) | {"data"}
+
+
+@register(
+    "pretrain",
+    _pretrain_keys(),
+    "self-supervised pretraining of a backbone (fastcls pretrain); ${ID} is its run folder, for weights = ...",
+)
+def _pretrain_step(ctx: StepContext) -> StepOutput:
+    from fastcls.pretrain.config import PretrainConfig
+    from fastcls.pretrain.run import pretrain
+
+    flat = dict(ctx.settings)
+    if "data" in flat:
+        flat["source"] = str(flat.pop("data"))
+    if flat.get("weights"):
+        flat.setdefault("pretrained", True)
+    nested = PretrainConfig.nest(flat)
+    nested["run"] = {"out": str(ctx.folder), "exist_ok": False}
+    start = time.perf_counter()
+    result = pretrain(PretrainConfig().merged(nested), ctx.reporter)
+    row = {"step": ctx.label, "arch": result.config.model.arch, "method": result.config.pretrain.method,
+           "init": "pretrained" if result.config.model.pretrained else "random", "epochs": len(result.history),
+           "ssl_loss": result.ssl_loss, "seconds": round(time.perf_counter() - start)}  # fmt: skip
+    outputs: dict[str, Any] = {"path": str(result.path), "run": str(result.path), "ssl_loss": result.ssl_loss}
+    for key, probe in (("probe_start", result.probe_start), ("probe", result.probe)):
+        if probe is not None:
+            row[f"{probe['kind']}_{'start' if key == 'probe_start' else 'after'}"] = probe["accuracy"]
+            outputs[key] = probe["accuracy"]
+    return StepOutput(outputs, [row])
+
+
 def _cell(value: Any) -> Any:
     return round(value, 6) if isinstance(value, float) else value
 

@@ -12,6 +12,7 @@ from fastcls.cli import ensemble, inspect, train, use
 from fastcls.cli.common import DEBUG
 from fastcls.cli.export import register as register_export
 from fastcls.cli.interpret import register as register_interpret
+from fastcls.cli.pretrain import register as register_pretrain
 from fastcls.cli.sensitivity import register as register_sensitivity
 from fastcls.cli.studies import register as register_studies
 
@@ -51,6 +52,7 @@ register_sensitivity(app)
 ensemble.register(app)
 register_studies(app)
 register_export(app)
+register_pretrain(app)
 
 
 def main() -> None:

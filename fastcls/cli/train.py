@@ -405,6 +405,13 @@ def run(
         result = run_recipe(config_file, folder, overrides=overrides or (), smoke=smoke, reporter=reporter_for(quiet))
         show_recipe(result, quiet, as_json)
         return
+    from fastcls.pretrain.config import is_pretrain_config
+
+    if is_pretrain_config(config_file):  # a pretraining run's config.toml
+        from fastcls.cli.pretrain import run_config
+
+        run_config(config_file, name, out, overrides or [], quiet, as_json)
+        return
     if smoke:
         from fastcls.errors import ConfigError
 

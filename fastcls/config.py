@@ -97,6 +97,7 @@ class DataConfig:
     bs: int | str = 64  # or "auto": the largest batch that fits on the GPU; on the CPU the default 64
     aug: str = "none"  # a preset of fastcls.data.augment, applied to training batches only
     workers: int = 0  # threads preparing training batches ahead (0 measured fastest on 2 cores: benchmarks/workers.py)
+    global_bs: bool = False  # data-parallel: bs is all processes' batch together, split evenly (default: per process)
 
     def validate(self) -> None:
         _check_range("valid_pct", self.valid_pct, 0.01, 0.9)
@@ -197,6 +198,7 @@ class TrainConfig:
     embed_every: int | None = None  # save penultimate features of the valid split every K epochs (interpret)
     compile: bool = False  # torch.compile the model (backend from FASTCLS_COMPILE_BACKEND, default inductor)
     ema: float | None = None  # decay of an exponential moving average of the weights (timm ModelEmaV3), e.g. 0.999
+    sync_bn: bool = False  # data-parallel on GPUs: BatchNorm uses the statistics of the whole global batch
 
     def validate(self) -> None:
         _check_range("epochs", self.epochs, 1, 100000)

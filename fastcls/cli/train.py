@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from fastcls.cli.common import console, esc, handled, print_json, reporter_for
+from fastcls.cli.common import console, esc, handled, is_follower, print_json, reporter_for
 from fastcls.cli.options import (
     CNN_FLAGS,
     Activation,
@@ -44,6 +44,7 @@ from fastcls.cli.options import (
     FreezeSensitive,
     FrozenBn,
     Gamma,
+    GlobalBs,
     Keep,
     Kernel,
     LabelSmoothing,
@@ -69,6 +70,7 @@ from fastcls.cli.options import (
     StepSize,
     StopAfter,
     Strategy,
+    SyncBn,
     UnfreezeEvery,
     ValidPct,
     Wd,
@@ -83,7 +85,7 @@ COMMON = (
     "data", "arch", "epochs", "lr", "lr_suggest", "bs", "size", "seed", "wd", "valid_pct", "fraction",
     "on_bad_image", "aug", "opt", "sched", "momentum", "eps", "step_size", "gamma", "label_smoothing",
     "mixup", "cutmix", "clip_grad", "keep", "ema", "early_stop", "monitor",
-    "precision", "channels_last", "compile", "log", "workers", "embed_every", *CNN_FLAGS,
+    "precision", "channels_last", "compile", "log", "workers", "embed_every", "global_bs", "sync_bn", *CNN_FLAGS,
 )  # fmt: skip
 RUN_FLAGS = ("name", "out", "runs_dir", "exist_ok")
 FINETUNE = (
@@ -127,6 +129,8 @@ def _train_or_resume(
 
 
 def _show(clf, path: Path, quiet: bool, as_json: bool) -> None:
+    if is_follower():  # rank 0 of the distributed run shows the result
+        return
     metrics = dict(clf.metrics)
     if as_json:
         print_json(
@@ -152,7 +156,7 @@ def _show(clf, path: Path, quiet: bool, as_json: bool) -> None:
     if clf.stopped:
         console().print(
             f"[yellow]stopped[/yellow] after epoch {len(clf.history)} of {clf.planned_epochs} ({clf.stopped}): {line}; "
-            f"run saved to [bold]{esc(path)}[/bold]. Finish it with: fastcls train --resume {esc(path)}"
+            f"run saved to [bold]{esc(path)}[/bold]. Finish it with: {esc(clf.resume_command(path))}"
         )
         return
     console().print(f"[green]done[/green]: {line}; run saved to [bold]{esc(path)}[/bold]")
@@ -192,6 +196,8 @@ def train(
     log: Log = None,
     workers: Workers = None,
     embed_every: EmbedEvery = None,
+    global_bs: GlobalBs = None,
+    sync_bn: SyncBn = None,
     blocks: Blocks = None,
     filters: Filters = None,
     organisation: Organisation = None,
@@ -266,6 +272,8 @@ def finetune(
     log: Log = None,
     workers: Workers = None,
     embed_every: EmbedEvery = None,
+    global_bs: GlobalBs = None,
+    sync_bn: SyncBn = None,
     blocks: Blocks = None,
     filters: Filters = None,
     organisation: Organisation = None,

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from fastcls.data.images import BadImageError, Preprocessing, load_image
+from fastcls.data.shards import Shard
 from fastcls.data.sources import Sample
 from fastcls.errors import DataError
 from fastcls.reporting import Reporter
@@ -126,7 +127,9 @@ def channel_stats(images: torch.Tensor, limit: int = 4096) -> tuple[tuple[float,
 class Batches:
     """Normalised float batches from a DecodedSplit; what fastai's Learner iterates over.
 
-    Shuffling uses its own seeded generator, so an epoch's order depends only on the seed.
+    Shuffling uses its own seeded generator, so an epoch's order depends only on the seed. With a
+    `shard` (data-parallel training) every rank draws the same global order and serves only its
+    part of each global batch of `bs * shard.size` images (fastcls.data.shards).
     """
 
     def __init__(
@@ -141,11 +144,18 @@ class Batches:
         augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
         channels_last: bool = False,
         workers: int = 0,
+        shard: Shard | None = None,
     ) -> None:
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.split, self.prep, self.bs, self.augment = split, prep, bs, augment
         self.shuffle, self.workers = shuffle, workers
+        self.shard = shard
         self.drop_last = drop_last and len(split.labels) > bs
+        if shard is not None and shard.batches(len(split.labels), bs) < 1:
+            raise DataError(
+                f"{len(split.labels)} images are fewer than one global batch of {bs} x {shard.size} processes; "
+                "lower --bs."
+            )
         self.generator = torch.Generator().manual_seed(seed)
         self.device = torch.device(device)
         self._scale = torch.tensor(prep.std).view(1, 3, 1, 1) * 255
@@ -156,6 +166,8 @@ class Batches:
         return len(self.split.labels)
 
     def __len__(self) -> int:
+        if self.shard is not None:
+            return self.shard.batches(self.n, self.bs)
         return self.n // self.bs if self.drop_last else math.ceil(self.n / self.bs)
 
     def to(self, device: torch.device | str) -> Batches:
@@ -188,6 +200,9 @@ class Batches:
             if self.augment is not None
             else [None] * len(self)
         )
+        if self.shard is not None:
+            order = self.shard.order(order if order is not None else torch.arange(self.n), self.bs)
+            seeds = self.shard.seeds(seeds)
         return order, seeds
 
     def in_order(self, bs: int = 256) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -435,7 +435,7 @@ class ImageClassifier:
         """The command that continues this stopped run exactly (with as many processes as it had)."""
         processes = (self.distributed or {}).get("processes")
         if processes:
-            return f"torchrun --nproc-per-node {processes} -m fastcls train --resume {path}  ({processes} processes in all)"
+            return f"torchrun --nproc-per-node {processes} -m fastcls train --resume {path}"
         return f"fastcls train --resume {path}"
 
     # -- using a trained model ----------------------------------------------------------------

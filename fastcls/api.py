@@ -670,6 +670,7 @@ def load(path: str | Path) -> ImageClassifier:
     clf.history = read_metrics(folder / "metrics.csv")
     clf.metrics = card.get("metrics", {})
     clf.stopped, clf.planned_epochs = card.get("stopped"), card.get("planned_epochs", len(clf.history))
+    clf.distributed = card.get("distributed")
     return clf
 
 

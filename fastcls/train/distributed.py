@@ -186,8 +186,8 @@ class World:
             if not isinstance(exc, dist.DistError) and not any(name in str(exc) for name in ("gloo", "NCCL")):
                 raise  # not the process group's: a bug, with its traceback
             error = RankFailed(
-                f"lost contact with another process of this distributed run ({_first_line(exc)}); it failed or was "
-                "stopped: the launcher's summary names it, and its own error is printed above"
+                f"lost contact with another process of this distributed run ({_backend_reason(exc)}): it failed or "
+                "was killed; the launcher's summary names it"
             )
             error.silent = not self.leader  # type: ignore[attr-defined]
             raise error from None
@@ -228,6 +228,17 @@ class World:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def _backend_reason(exc: BaseException) -> str:
+    """The gist of a gloo/NCCL error: without fastai's "Exception occured in ..." line, the source
+    path in brackets and the advice after the first sentence."""
+    import re
+
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    lines = [line for line in lines if not line.startswith("Exception occured in")] or [type(exc).__name__]
+    text = re.sub(r"^\[[^\]]*\]\s*", "", lines[0])
+    return text.split(". ")[0][:200]
 
 
 def _portable(exc: Exception, rank: int, size: int) -> FastclsError:

@@ -5,6 +5,7 @@
 
 --dump DIR        after training, every rank writes its model's weights to DIR/rank-R.safetensors
 --nan R:E:B       rank R's training loss becomes NaN at epoch E, batch B (the other ranks' stay finite)
+--crash R:E:B     rank R dies (os._exit(3), as a segfault or the OOM killer would end it) at epoch E, batch B
 --pause POINT F   tests/pause_harness.py's pause points, on every rank
 Not a test module: the tests start it under torchrun.
 """
@@ -36,8 +37,8 @@ def _dump_after(folder: Path):
     fastcls.api.resume_run = wrap(fastcls.api.resume_run)
 
 
-def _nan_on(rank: int, epoch: int, batch: int):
-    """Pass train_run a callback that makes one rank's loss NaN at one batch."""
+def _nan_on(rank: int, epoch: int, batch: int, crash: bool = False):
+    """Pass train_run a callback that makes one rank's loss NaN at one batch (or ends that rank there)."""
     import fastcls.api
 
     def poison(trainer):
@@ -50,6 +51,8 @@ def _nan_on(rank: int, epoch: int, batch: int):
             def after_loss(self):
                 at = len(trainer.history) == epoch - 1 and self.iter == batch - 1
                 if self.training and at and int(os.environ["RANK"]) == rank:
+                    if crash:
+                        os._exit(3)
                     self.learn.loss_grad = self.learn.loss_grad * torch.tensor(float("nan"))
 
         return PoisonLoss()
@@ -64,12 +67,12 @@ def _nan_on(rank: int, epoch: int, batch: int):
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    while args and args[0].startswith("--") and args[0] in ("--dump", "--nan", "--pause"):
+    while args and args[0].startswith("--") and args[0] in ("--dump", "--nan", "--crash", "--pause"):
         flag = args.pop(0)
         if flag == "--dump":
             _dump_after(Path(args.pop(0)))
-        elif flag == "--nan":
-            _nan_on(*map(int, args.pop(0).split(":")))
+        elif flag in ("--nan", "--crash"):
+            _nan_on(*map(int, args.pop(0).split(":")), crash=flag == "--crash")
         else:
             sys.path.insert(0, str(Path(__file__).parent))
             from pause_harness import _install

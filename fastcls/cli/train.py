@@ -106,6 +106,9 @@ def _train_or_resume(
 ) -> None:
     """`train`/`finetune`: a new run from DATA and the flags, or `--resume RUN` with the run's own settings."""
     from fastcls.errors import ConfigError
+    from fastcls.train.distributed import refuse_mpi
+
+    refuse_mpi()
 
     quiet, as_json, resume = values["quiet"], values["as_json"], values["resume"]
     if resume is not None:

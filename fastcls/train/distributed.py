@@ -54,6 +54,7 @@ __all__ = [
     "check_world_size",
     "current_world",
     "launched",
+    "refuse_mpi",
     "silent_reporter",
     "sync_batchnorm",
     "wait_for_leader",
@@ -61,6 +62,7 @@ __all__ = [
 
 T = TypeVar("T")
 _SIGNALS = ("SIGINT", "SIGTERM")
+_MPI_SIZES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MV2_COMM_WORLD_SIZE")  # Open MPI, MPICH/Intel MPI, MVAPICH
 _WORLD: list[World | None] = []  # filled on first use: [] not yet looked at, [None] not distributed
 
 
@@ -295,6 +297,18 @@ def current_world() -> World | None:
     atexit.register(_leave)
     _WORLD.append(world)
     return world
+
+
+def refuse_mpi() -> None:
+    """For train/finetune: mpirun (and `accelerate launch --cpu --num_processes N`, which runs it) sets
+    only MPI's variables, so each process would train alone on all the data into the same run folder.
+    (A sweep's workers may run under mpirun: each trains its own trials.)"""
+    size = next((os.environ[k] for k in _MPI_SIZES if k in os.environ), "1")
+    if size.isdigit() and int(size) > 1:
+        raise ConfigError(
+            f"started by mpirun as one of {size} processes, which fastcls cannot join into one run; launch with "
+            f"torchrun instead: torchrun --nproc-per-node {size} -m fastcls train ..."
+        )
 
 
 def wait_for_leader() -> None:

@@ -2,7 +2,8 @@
 
 The two-process runs (about 10 s each on a quiet machine, most of it importing torch and fastai
 twice) check: weights identical on both ranks and metrics equal to one process over the same
-global batches; one writer and a silent rank 1; a NaN on rank 1 stopping both with exit 1; SIGTERM
+global batches; one writer and a silent rank 1; a NaN on rank 1 stopping both with exit 1; rank 1 dying mid-epoch ending rank 0 with one clear error and a
+resumable run; SIGTERM
 to the launcher leaving a run that resumes, with two processes, bit-identical to one never stopped.
 """
 
@@ -33,6 +34,7 @@ from fastcls.errors import ConfigError, DataError, RunError
 from fastcls.reporting import Reporter
 from fastcls.train.distributed import World, _portable, check_world_size, sync_batchnorm
 from fastcls.train.learner import Resume
+from fastcls.train.resume import resumable_epoch
 from tests_support import write_class_folders
 
 HARNESS = Path(__file__).parent.parent / "ddp_harness.py"
@@ -109,6 +111,15 @@ def test_errors_cross_ranks_as_errors_people_can_read():
     assert isinstance(copy, DataError) and str(copy) == "no readable images in decode valid (on process 1 of 2)"
     bug = _portable(ValueError("boom\nmore"), 0, 2)
     assert type(bug).__name__ == "RankFailed" and str(bug) == "process 0 of 2 failed: ValueError: boom"
+
+
+def test_mpirun_is_refused_with_the_torchrun_command(monkeypatch, tmp_path):
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "4")
+    result = CliRunner().invoke(app, ["train", str(tmp_path), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 1
+    assert "started by mpirun as one of 4 processes" in result.output
+    assert "torchrun --nproc-per-node 4 -m fastcls train" in result.output
+    assert not (tmp_path / "run").exists()
 
 
 # -- two processes under torchrun ------------------------------------------------------------------
@@ -233,3 +244,20 @@ def test_sigterm_to_the_launcher_leaves_a_run_that_resumes_exactly(two_process_r
     assert [[r[c] for c in columns] for r in resumed] == [[r[c] for c in columns] for r in never_stopped]
     a, b = load_file(str(run / "model.safetensors")), load_file(str(whole / "model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_rank_that_dies_ends_the_other_with_one_clear_error(folder):
+    process = _torchrun(
+        folder, str(HARNESS), "--crash", "1:2:1", "train", "data", *FLAGS, "--bs", "8", "--out", "runs/crash",
+        logs="logs-crash", monitor=1,
+    )  # fmt: skip
+    out = _finish(process)
+    assert process.returncode == 1, out
+    codes = dict(re.findall(r"rank\s*: (\d) \(local_rank.*\n\s*exitcode\s*: (-?\d+)", out))
+    assert codes == {"0": "1", "1": "3"}, out  # rank 0 stopped on its own, with its message, before the launcher
+    logs = _rank_logs(folder, "logs-crash")
+    errors = [line for line in logs[0].splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "lost contact with another process of this distributed run" in errors[0], logs[0]
+    assert "Traceback" not in logs[0] and logs[1] == ""
+    staging = folder / "runs" / ".crash.partial"
+    assert resumable_epoch(staging)[0] == 1  # epoch 1 is kept: `torchrun ... --resume runs/crash` continues it

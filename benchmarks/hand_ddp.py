@@ -88,7 +88,11 @@ def main():
         dist.all_reduce(sums)
         seconds.append(time.perf_counter() - start)
     if rank == 0:
-        print(json.dumps({"seconds": seconds, "train_images": steps * args.bs, "valid_accuracy": float(sums[1] / sums[2])}))
+        print(
+            json.dumps(
+                {"seconds": seconds, "train_images": steps * args.bs, "valid_accuracy": float(sums[1] / sums[2])}
+            )
+        )
     dist.destroy_process_group()
 
 

@@ -2,9 +2,9 @@
 
 The two-process runs (about 10 s each on a quiet machine, most of it importing torch and fastai
 twice) check: weights identical on both ranks and metrics equal to one process over the same
-global batches; one writer and a silent rank 1; a NaN on rank 1 stopping both with exit 1; rank 1 dying mid-epoch ending rank 0 with one clear error and a
-resumable run; SIGTERM
-to the launcher leaving a run that resumes, with two processes, bit-identical to one never stopped.
+global batches; one writer and a silent rank 1; a NaN on rank 1 stopping both with exit 1; rank 1
+dying mid-epoch ending rank 0 with one clear error and a resumable run; SIGTERM to the launcher
+leaving a run that resumes, with two processes, bit-identical to one never stopped.
 """
 
 from __future__ import annotations

@@ -113,6 +113,16 @@ def test_errors_cross_ranks_as_errors_people_can_read():
     assert type(bug).__name__ == "RankFailed" and str(bug) == "process 0 of 2 failed: ValueError: boom"
 
 
+def test_a_sweep_under_torchrun_is_refused_naming_one_worker_per_gpu(monkeypatch, tmp_path):
+    from fastcls.sweep import SweepError, sweep
+
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(SweepError, match="one `fastcls sweep` worker per GPU"):
+        sweep(tmp_path, {"lr": {"low": 1e-3, "high": 1e-2, "log": True}}, trials=1, out=tmp_path / "sweep")
+    assert not (tmp_path / "sweep").exists()
+
+
 def test_mpirun_is_refused_with_the_torchrun_command(monkeypatch, tmp_path):
     monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "4")
     result = CliRunner().invoke(app, ["train", str(tmp_path), "--out", str(tmp_path / "run")])

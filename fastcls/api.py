@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from fastcls.train.distributed import World
     from fastcls.train.learner import Resume, Trainer
 
-__all__ = ["Evaluation", "ImageClassifier", "Prediction", "load", "resume_run", "train_run"]
+__all__ = ["Evaluation", "ImageClassifier", "Prediction", "check_names", "load", "resume_run", "train_run"]
 
 MODEL_FORMAT = "fastcls.model/1"
 
@@ -157,6 +157,24 @@ def _versions() -> dict[str, str]:
     return versions
 
 
+def check_names(config: Config) -> None:
+    """Every setting that names a registered entry names a known one (architecture, optimiser, schedule,
+    strategy, augmentation preset, cnn activation/organisation): one clear error before any data is read.
+    A sweep runs it on every choice of its space before trial 1."""
+    from fastcls.data.augment import get_augment
+    from fastcls.models.registry import resolve_arch
+    from fastcls.models.scratch import check_cnn_config
+    from fastcls.train.optim import check_optim
+    from fastcls.train.strategies import parse_strategy
+
+    if config.train.strategy is not None:
+        parse_strategy(config.train.strategy)
+    check_optim(config.train)
+    get_augment(config.data.aug)
+    if resolve_arch(config.model.arch).family == "cnn":
+        check_cnn_config(config.model.cnn)
+
+
 class ImageClassifier:
     """An image classifier: build it with an arch and options, `fit` it on DATA, then use or save it.
 
@@ -225,24 +243,21 @@ class ImageClassifier:
         from fastcls.models.weights import load_pretrained
         from fastcls.train.distributed import current_world, sync_batchnorm
         from fastcls.train.learner import Trainer, seed_everything
-        from fastcls.train.optim import check_optim
         from fastcls.train.speed import auto_batch_size, compile_model
-        from fastcls.train.strategies import parse_strategy
 
         world = current_world()  # None unless a distributed launcher (torchrun) started this process
         settings = config.train
         settings.strategy = settings.strategy or ("freeze-unfreeze" if config.model.pretrained else "full")
         settings.lr = settings.lr or (2e-3 if config.model.pretrained else 3e-3)
-        parse_strategy(settings.strategy)
-        check_optim(settings)
+        check_names(config)
         augment = get_augment(config.data.aug)
         seed_everything(settings.seed)
         spec = resolve_arch(config.model.arch)
         card = _run_card(config.model.weights)
         if card is not None:
             config.model = _model_from_card(config.model, card, spec.name)
-        if spec.family == "cnn":
-            check_cnn_config(config.model.cnn)
+            if spec.family == "cnn":
+                check_cnn_config(config.model.cnn)
         source = resolve_source(config.data.source, config.data.valid_pct, settings.seed)
         source = source.with_fraction(config.data.fraction, settings.seed)
         if card is not None:  # the weights' own normalisation; the size may change

@@ -80,6 +80,10 @@ class SweepError(FastclsError):
     """A sweep cannot start or continue as asked (space, study, storage)."""
 
 
+class TrialFailed(SweepError):
+    """One trial failed (its error is in the trial's `error` attribute); the sweep goes on."""
+
+
 # -- parameter types ----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Param:
@@ -696,9 +700,12 @@ def _objective(
         try:
             config = base.merged(Config.nest(values) | {"run": {"out": str(folder), "exist_ok": False}})
             clf, _ = _train_trial(config, trial, metric, report)
-        except FastclsError as exc:
-            trial.set_user_attr("error", str(exc))
+        except (_interrupted(), KeyboardInterrupt):
             raise
+        except Exception as exc:  # any failure fails this trial only; the table and summary.json show why
+            error = str(exc) if isinstance(exc, FastclsError) else f"{type(exc).__name__}: {_first_line(exc)}"
+            trial.set_user_attr("error", error)
+            raise TrialFailed(error) from exc
         finally:
             trial.set_user_attr("seconds", round(time.perf_counter() - start, 2))
         trial.set_user_attr("epochs", len(clf.history))
@@ -796,9 +803,14 @@ def sweep(
             "space entry."
         )
     base = (base or Config()).merged(Config.nest(flat | {"source": str(data)}))
-    for param in params:  # every end of every range must be a valid setting: fail now, not at trial 7
+    from fastcls.api import check_names
+
+    for param in params:  # every end of every range and every choice must be valid: fail now, not at trial 7
         for value in param.extremes():
-            base.merged(Config.nest({param.name: value}))
+            try:
+                check_names(base.merged(Config.nest({param.name: value})))
+            except FastclsError as exc:
+                raise SweepError(f"space: {param.name} = {value!r} cannot run: {exc}") from None
     study_name = study or (Path(out).name if out else f"sweep-{datetime.now():%Y%m%d-%H%M%S}")
     out = Path(out).expanduser() if out else Path("runs") / "sweeps" / study_name
     out.mkdir(parents=True, exist_ok=True)
@@ -830,7 +842,7 @@ def sweep(
             opened.optimize(
                 _objective(base, params, metric, out / "trials", as_reporter("quiet"), current),
                 n_trials=todo,
-                catch=(ConfigError, _diverged()),
+                catch=(TrialFailed,),
                 callbacks=[_announce(report, metric)],
                 gc_after_trial=True,
             )
@@ -876,12 +888,6 @@ def _retry_stopped(study: optuna.Study, number: int, retry_failed: int, report: 
     trial = next((t for t in study.get_trials(deepcopy=False) if t.number == number), None)
     if trial is not None and trial.state.name == "FAIL" and _retry(study, trial, retry_failed):
         report.warn(f"trial {number} was stopped; its settings run first when the study continues")
-
-
-def _diverged() -> type[Exception]:
-    from fastcls.errors import TrainingDiverged
-
-    return TrainingDiverged
 
 
 def _claim_folder(out: Path, study: str) -> None:

@@ -185,3 +185,41 @@ def test_tiny_sweep_writes_runs_and_outputs_then_resumes(tmp_path, class_folders
     with pytest.raises(ConfigError, match="metric 'acc' is not one of"):
         sweep(class_folders, space, 1, out=tmp_path / "other", metric="acc")
     assert set(METRICS) >= {"accuracy", "valid_loss"}
+
+
+@pytest.mark.parametrize(
+    ("name", "values", "message"),
+    [
+        ("opt", ["adamw", "sgdd"], r"opt = 'sgdd' cannot run: opt 'sgdd' is not one of .*Did you mean: sgd\?"),
+        ("strategy", ["full", "fulll"], r"strategy = 'fulll' cannot run: strategy 'fulll' is not one of"),
+        ("aug", ["light", "strongg"], r"aug = 'strongg' cannot run: .*'strongg'"),
+    ],
+)
+def test_an_unknown_choice_in_the_space_fails_before_any_trial(tmp_path, class_folders, name, values, message):
+    out = tmp_path / "sweep"
+    with pytest.raises(SweepError, match=message):
+        sweep(class_folders, {name: {"type": "choice", "values": values}}, 2, out=out, settings=TINY)
+    assert not (out / "trials").exists()  # no trial ran
+
+
+def test_a_trial_failing_for_another_reason_is_counted_with_its_first_error(tmp_path, class_folders, monkeypatch):
+    import json
+
+    import fastcls.api
+
+    real = fastcls.api.train_run
+
+    def flaky(config, *args, **kwargs):
+        if config.model.cnn.filters == 4:
+            raise RuntimeError("CUDA out of memory (pretend)\nsecond line")
+        return real(config, *args, **kwargs)
+
+    monkeypatch.setattr(fastcls.api, "train_run", flaky)
+    space = {"filters": {"type": "choice", "values": [4, 8]}}
+    settings = {k: v for k, v in TINY.items() if k != "filters"}
+    result = sweep(class_folders, space, 2, out=tmp_path / "s", sampler="grid", pruner="none", settings=settings)
+    assert result.counts() == {"fail": 1, "complete": 1}
+    failed = next(t for t in result.trials if t.state == "fail")
+    assert failed.params == {"filters": 4} and failed.note == "RuntimeError: CUDA out of memory (pretend)"
+    summary = json.loads(result.files["summary"].read_text())
+    assert [t["note"] for t in summary["trials"] if t["state"] == "fail"] == [failed.note]

@@ -223,7 +223,10 @@ FreezeEpochs = Annotated[
 ]
 LrMult = Annotated[
     Optional[float],
-    typer.Option(help="Per-group LRs run geometrically from lr/lr-mult (first group) to lr (head) (default 100)."),
+    typer.Option(
+        help="Per-group LRs run geometrically from lr/lr-mult (first group) to lr (head) "
+        "(default 1: one LR, measured best in the README; fastai uses 100)."
+    ),
 ]
 UnfreezeEvery = Annotated[
     Optional[int], typer.Option(help="progressive: unfreeze one more group every K epochs (default 1).")
@@ -235,9 +238,10 @@ FreezeBn = Annotated[
 FrozenBn = Annotated[
     Optional[str],
     typer.Option(
-        help="BatchNorm in frozen layer groups: eval (default: statistics and scale fixed, as Keras and the "
-        "hand-written loop do; measured best, see README), train (fastai's train_bn: they train and their "
-        "statistics drift), restart (train, with the statistics first re-estimated on your data)."
+        help="BatchNorm in frozen layer groups: eval (default: statistics and scale fixed, as Keras and a "
+        "hand-written loop do; when a pretrained BatchNorm first trains, its statistics are re-estimated on your "
+        "data; measured best, see README), train (fastai's train_bn: they train and their statistics drift from "
+        "ImageNet's), restart (train, with the statistics re-estimated on your data in the first epoch)."
     ),
 ]
 ConfigFile = Annotated[Optional[Path], typer.Option("--config", help="Start from this config TOML; flags override it.")]

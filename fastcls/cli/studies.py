@@ -210,6 +210,8 @@ def _show_sweep(result) -> None:
         )
     if result.ranked():
         out.print(table)
+    for trial in [t for t in result.trials if t.state == "fail"][:10]:
+        out.print(f"[yellow]trial {trial.number} failed[/yellow]: {esc(trial.note or 'no error recorded')}")
     if result.importance:
         shares = ", ".join(f"{k} {v:.2f}" for k, v in result.importance.items())
         out.print(f"importance ({esc(result.importance_note)}): {esc(shares)}")

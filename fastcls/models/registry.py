@@ -157,11 +157,7 @@ def build_model(
     `head_dropout` is timm's `drop_rate` (dropout before the classifier) or torchvision's
     `dropout` argument; None keeps the architecture's default. The cnn has its own `cnn.dropout`.
     """
-    from fastcls.models.heads import init_head
-
-    model = _build(spec, num_classes, size, cnn, head_dropout)
-    init_head(model)  # a new head starts at chance (models/heads.py says why)
-    return model
+    return _build(spec, num_classes, size, cnn, head_dropout)
 
 
 def _build(spec: ArchSpec, num_classes: int, size: int, cnn: CnnConfig | None, head_dropout: float | None):

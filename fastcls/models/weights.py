@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from fastcls.errors import ArchError, ConfigError, RunError
+from fastcls.models.heads import init_head
 
 __all__ = ["PACKAGED", "LoadedWeights", "load_pretrained", "packaged_state_dict", "read_state_dict"]
 
@@ -141,7 +142,10 @@ def _timm_filter(model: nn.Module, arch: str, state: OrderedDict[str, torch.Tens
 def _fit_into(
     model: nn.Module, state: OrderedDict[str, torch.Tensor], source: str, arch: str = "", family: str = ""
 ) -> LoadedWeights:
-    """Load all but the classifier strictly; the head keeps its fresh initialisation."""
+    """Load all but the classifier strictly; the new head starts at zero (models/heads.py says why).
+
+    Only a head on top of pretrained features starts at zero: a model trained from scratch keeps
+    its architecture's own init, as `timm.create_model(arch, num_classes=N)` gives a hand loop."""
     if family == "timm":
         state = _timm_filter(model, arch, state)
     own = model.state_dict()
@@ -168,6 +172,7 @@ def _fit_into(
             "matches the architecture the weights were trained with."
         )
     model.load_state_dict(kept, strict=False)
+    init_head(model)
     return LoadedWeights(source, dropped)
 
 

@@ -190,7 +190,10 @@ class Trainer:
         self.nan_guard = NanGuard(self.history)
         self.device = next(model.parameters()).device
         self.bn_policy = settings.frozen_bn
-        self.restart = RestartBatchNormStats() if pretrained and self.bn_policy == "restart" else None
+        # eval and restart re-estimate a pretrained model's statistics when its BatchNorm first trains
+        # (README, "BatchNorm"): measured +2.8 points freeze-unfreeze, +1.4 full on digits at 64 px.
+        restarts = pretrained and self.bn_policy in ("eval", "restart")
+        self.restart = RestartBatchNormStats() if restarts else None
         self.stop = StopRequest(self.history, stop_after)
         self.resume_point = ResumePoint(self.history, folder, train.generator, self.restart)
         self.start_epoch, self._resume_state = 0, None

@@ -45,8 +45,10 @@ def test_packaged_lite0_knows_a_daisy_and_a_temple():
 def test_packaged_weights_load_with_a_new_head():
     spec = resolve_arch("efficientnet_lite0")
     model = build_model(spec, 7, 64)
+    assert model.classifier.weight.abs().sum() > 0  # from scratch: the architecture's own init
     loaded = load_pretrained(model, spec.name, spec.family, None)
     assert loaded.source.startswith("PyPI package efficientnet-lite0")
+    assert not model.classifier.weight.any() and not model.classifier.bias.any()  # on pretrained features: zero
     assert loaded.dropped == ["classifier.weight", "classifier.bias"] and model.classifier.out_features == 7
     reference = packaged_state_dict(spec.name)[1]
     assert torch.equal(model.conv_stem.weight, reference["conv_stem.weight"])

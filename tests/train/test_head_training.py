@@ -16,9 +16,18 @@ from fastcls.train.optim import no_decay_params, opt_func
 
 
 @pytest.mark.parametrize("arch", ["cnn", "tf_efficientnet_lite0", "torchvision:resnet18"])
-def test_a_new_head_starts_at_chance(arch):
+def test_a_new_head_on_pretrained_weights_starts_at_chance(arch, tmp_path):
+    from safetensors.torch import save_file
+
+    from fastcls.models.weights import load_pretrained
+
     torch.manual_seed(0)
-    model = build_model(resolve_arch(arch), 10, 32, CnnConfig(blocks=2)).eval()
+    spec = resolve_arch(arch)
+    source = build_model(spec, 5, 32, CnnConfig(blocks=2))
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(tmp_path / "w.safetensors"))
+    model = build_model(spec, 10, 32, CnnConfig(blocks=2)).eval()
+    assert classifier_layer(model).weight.abs().sum() > 0  # from scratch: the architecture's own init
+    load_pretrained(model, spec.name, spec.family, str(tmp_path / "w.safetensors"))
     with torch.no_grad():
         logits = model(torch.randn(8, 3, 32, 32))
     loss = nn.functional.cross_entropy(logits, torch.arange(8))

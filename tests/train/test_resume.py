@@ -92,7 +92,8 @@ def test_sigint_in_the_first_epoch_saves_nothing(tmp_path, class_folders, monkey
 
 
 def test_resume_restores_the_unfrozen_phase_and_its_group_lrs(tmp_path, trained_run):
-    settings = {"fraction": 0.1, "strategy": "freeze-unfreeze", "freeze_epochs": 1, "epochs": 2, "command": "finetune"}
+    settings = {"fraction": 0.1, "strategy": "freeze-unfreeze", "freeze_epochs": 1, "epochs": 2, "lr_mult": 100.0}
+    settings |= {"command": "finetune"}
     settings |= {"pretrained": True, "weights": str(trained_run), "aug": "none", "mixup": 0.0}
     whole, _ = fastcls.train_run(_config("builtin:digits", tmp_path / "a", **settings), reporter="quiet")
     _, path = fastcls.train_run(_config("builtin:digits", tmp_path / "b", **settings), reporter="quiet", stop_after=2)

@@ -30,6 +30,7 @@ from fastcls.staging import StagedRun, final_of, partial_path
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
+    from fastcls.train.distributed import World
     from fastcls.train.learner import Resume, Trainer
 
 __all__ = ["Evaluation", "ImageClassifier", "Prediction", "check_names", "load", "resume_run", "train_run"]
@@ -148,8 +149,6 @@ def expand_images(items: list[str | Path]) -> list[Path]:
     return paths
 
 
-
-
 def _versions() -> dict[str, str]:
     import sys
 
@@ -214,6 +213,7 @@ class ImageClassifier:
         self.resumed_after: int | None = None  # the epoch an interrupted run was continued from, when it was
         self.planned_epochs = 0
         self.sensitive_tensors: dict[str, list[str]] = {"frozen": [], "boosted": []}
+        self.distributed: dict[str, Any] | None = None  # processes, backend and batches of a data-parallel run
         self._source: ImageSource | None = None
         self._data: Any = None  # the TrainingData of the last fit (its loaders count streamed unreadable files)
 
@@ -251,9 +251,11 @@ class ImageClassifier:
         from fastcls.models.registry import build_model, default_preprocessing, resolve_arch
         from fastcls.models.scratch import check_cnn_config
         from fastcls.models.weights import load_pretrained
+        from fastcls.train.distributed import current_world, sync_batchnorm
         from fastcls.train.learner import Trainer, seed_everything
         from fastcls.train.speed import auto_batch_size, compile_model
 
+        world = current_world()  # None unless a distributed launcher (torchrun) started this process
         settings = config.train
         settings.strategy = settings.strategy or ("freeze-unfreeze" if config.model.pretrained else "full")
         settings.lr = settings.lr or (2e-3 if config.model.pretrained else 3e-3)
@@ -272,7 +274,7 @@ class ImageClassifier:
             prep = replace(prep, size=config.data.size or prep.size)
         else:
             prep = default_preprocessing(spec, config.data.size, _median_side(source.split("train")))
-        data = prepare_data(source, prep, config.data, report)
+        data = prepare_data(source, prep, config.data, report, world)
         if spec.family == "cnn" and card is None:
             mean, std = data.channel_stats()
             prep = replace(prep, mean=mean, std=std)
@@ -285,6 +287,12 @@ class ImageClassifier:
             loaded = load_pretrained(model, spec.name, spec.family, config.model.weights)
             weights_note = f"weights from {loaded.source}"
         n_train, n_valid = data.counts
+        if settings.sync_bn:
+            model = sync_batchnorm(model, world, report)
+        if world is not None and world.rank:
+            seed_everything(settings.seed + world.rank)  # own dropout/MixUp draws; the weights are the same
+        if world is not None:  # this rank decoded its share only
+            n_valid = f"{len(source.split('valid'))} (split over {world.size} processes)"
         report.info(
             f"{spec.name} ({weights_note}): {len(source.classes)} classes, {n_train} train / {n_valid} "
             f"valid images at {prep.size}px, strategy {settings.strategy}"
@@ -297,9 +305,16 @@ class ImageClassifier:
         if config.data.bs == "auto":
             config.data.bs = auto_batch_size(model, prep.size, device, n_train, settings.channels_last)
             report.info(f"--bs auto: batch size {config.data.bs} on {device.type}")
+        bs = world.batch_size(config.data.bs, config.data.global_bs) if world is not None else int(config.data.bs)
+        if world is not None:
+            self.distributed = world.describe(bs)
+            report.info(
+                f"{world.size} processes ({world.backend}), batch {bs} per process: effective batch {bs * world.size}"
+            )
         if settings.compile:
             compile_model(model)
-        train, valid = data.loaders(prep, config.data.bs, settings.seed, settings.channels_last)
+        shard = world.shard if world is not None else None
+        train, valid = data.loaders(prep, bs, settings.seed, settings.channels_last, shard)
         metrics_path = Path(log_dir) / "metrics.csv" if log_dir is not None else None
         extra = []
         if settings.embed_every and log_dir is not None:
@@ -327,6 +342,7 @@ class ImageClassifier:
             boosted_tensors=sensitive.get("boost_sensitive"),
             extra_callbacks=extra,
             class_weights=data.class_weights(),
+            world=world,
         )
         self.sensitive_tensors = {"frozen": trainer.frozen_tensors, "boosted": trainer.boosted_tensors}
         if resume is not None:
@@ -337,6 +353,7 @@ class ImageClassifier:
         self.config, self.model, self.classes, self.preprocessing = config, model, source.classes, prep
         self.family, self._source = spec.family, source
         self.metrics, self._data = {"skipped_images": data.skipped_count}, data
+        self._valid_skipped = data.skipped_in("valid")  # a share of them, in a data-parallel run
         return trainer
 
     def fit(
@@ -361,11 +378,22 @@ class ImageClassifier:
         `callbacks` are factories called with the Trainer, returning extra fastai callbacks (a sweep's
         per-epoch report to Optuna, for example).
         """
+        from fastcls.train.distributed import current_world, silent_reporter
+
         config = self._resolve(data, options)
         report = as_reporter(reporter, quiet)
-        trainer = self._prepare(config, report, log_dir, stop_after, resume, callbacks)
+        world = current_world()
+        if world is None:
+            trainer = self._prepare(config, report, log_dir, stop_after, resume, callbacks)
+        else:  # every rank prepares; a failure on any is raised on all; rank 0 alone writes and reports
+            if not world.leader:
+                report, log_dir = silent_reporter(), None
+            trainer = world.together(lambda: self._prepare(config, report, log_dir, stop_after, resume, callbacks))
+            self.metrics["skipped_images"] += int(world.total(self._valid_skipped)) - self._valid_skipped
         if config.train.lr_find:
             found = trainer.lr_find(config.train.lr_suggest)
+            if world is not None:  # each rank probed its own share: all train with rank 0's pick
+                found = world.from_leader(lambda: found)
             trainer.set_lr(found.lr)
             config.train.lr_find = False
             self.lr_found = found
@@ -415,6 +443,13 @@ class ImageClassifier:
             if self._data is not None:
                 self._data.close()  # the probe's loaders and their workers
             vars(self).update(state)
+
+    def resume_command(self, path: str | Path) -> str:
+        """The command that continues this stopped run exactly (with as many processes as it had)."""
+        processes = (self.distributed or {}).get("processes")
+        if processes:
+            return f"torchrun --nproc-per-node {processes} -m fastcls train --resume {path}"
+        return f"fastcls train --resume {path}"
 
     # -- using a trained model ----------------------------------------------------------------
     def _require_trained(self) -> None:
@@ -556,6 +591,7 @@ class ImageClassifier:
             "frozen_tensors": self.sensitive_tensors["frozen"],
             "boosted_tensors": self.sensitive_tensors["boosted"],
             "diverged": self.diverged,
+            "distributed": self.distributed,
             "lr_find": (
                 {"suggest": self.lr_found.suggest, "suggestions": self.lr_found.suggestions}
                 if self.lr_found is not None
@@ -641,6 +677,7 @@ def load(path: str | Path) -> ImageClassifier:
     clf.history = read_metrics(folder / "metrics.csv")
     clf.metrics = card.get("metrics", {})
     clf.stopped, clf.planned_epochs = card.get("stopped"), card.get("planned_epochs", len(clf.history))
+    clf.distributed = card.get("distributed")
     return clf
 
 
@@ -669,14 +706,16 @@ def train_run(
     report = as_reporter(reporter)
     request = config.to_dict()
     config = config.merged({"run": {"out": str(final)}})  # trackers find the run by it (W&B's run id)
-    with StagedRun(final, config.run.exist_ok) as staged:
-        resume = None
+
+    def decide(staged: StagedRun) -> tuple[Resume | None, Config]:
+        resume, chosen = None, config
         if staged.marker is not None:
-            resume, config = _adopt_for(staged, request, report)
+            resume, chosen = _adopt_for(staged, request, report)
         if resume is None:
-            staged.start(config.command, request)
-        outcome = _train_into(staged, config, report, stop_after, resume, callbacks)
-    return _finish(*outcome)
+            staged.start(chosen.command, request)
+        return resume, chosen
+
+    return _staged_training(final, config.run.exist_ok, decide, report, stop_after, callbacks)
 
 
 def resume_run(
@@ -697,19 +736,60 @@ def resume_run(
     if not final.exists() and not partial_path(final).is_dir():
         require_run(final)  # says it does not exist
     report = as_reporter(reporter)
-    with StagedRun(final, exist_ok=True) as staged:
+
+    def decide(staged: StagedRun) -> tuple[Resume | None, Config]:
         if staged.marker is not None and resumable_epoch(staged.staging)[0] is not None:
-            resume, config = _adopt(staged, report)
-        else:
-            if not final.exists() and staged.marker is not None:
-                raise RunError(
-                    f"{final} was interrupted before it finished an epoch ({resumable_epoch(staged.staging)[1]}), "
-                    "so there is nothing to resume; start it again with the same command."
-                )
-            resume, config = _stopped_run(final)
-            staged.start("resume", config.to_dict())
-        outcome = _train_into(staged, config, report, stop_after, resume)
-    return _finish(*outcome)
+            return _adopt(staged, report)
+        if not final.exists() and staged.marker is not None:
+            raise RunError(
+                f"{final} was interrupted before it finished an epoch ({resumable_epoch(staged.staging)[1]}), "
+                "so there is nothing to resume; start it again with the same command."
+            )
+        resume, config = _stopped_run(final)
+        staged.start("resume", config.to_dict())
+        return resume, config
+
+    return _staged_training(final, True, decide, report, stop_after)
+
+
+def _staged_training(
+    final: Path,
+    exist_ok: bool,
+    decide: Callable[[StagedRun], tuple[Resume | None, Config]],
+    report: Reporter,
+    stop_after: int | None,
+    callbacks: Sequence[Callable[[Trainer], Any]] = (),
+) -> tuple[ImageClassifier, Path]:
+    """Open the run's staging folder, `decide` what to train (afresh or continued), train, commit.
+
+    Under a distributed launcher (torchrun) every process trains, but only rank 0 opens, writes and
+    commits the folder: its decision (the settings, the resume state) or its error reaches every
+    process, and the others write nothing (fastcls.train.distributed).
+    """
+    import contextlib
+
+    from fastcls.train.distributed import check_world_size, current_world
+
+    world = current_world()
+    if world is None:
+        with StagedRun(final, exist_ok) as staged:
+            resume, config = decide(staged)
+            check_world_size(resume, 1)
+            outcome = _train_into(staged, config, report, stop_after, resume, callbacks)
+        return _finish(*outcome)
+    held: list[StagedRun] = []
+    with world.errors_once():
+        with contextlib.ExitStack() as stack:
+
+            def lead() -> tuple[Resume | None, Config]:
+                held.append(stack.enter_context(StagedRun(final, exist_ok)))
+                resume, config = decide(held[0])
+                check_world_size(resume, world.size)
+                return resume, config
+
+            resume, config = world.from_leader(lead)
+            outcome = _train_into(held[0] if held else None, config, report, stop_after, resume, callbacks, world)
+        return _finish(*outcome, wrote=world.leader)
 
 
 def _stopped_run(path: Path) -> tuple[Resume, Config]:
@@ -777,27 +857,43 @@ def _adopt_for(staged: StagedRun, request: dict[str, Any], report: Reporter) -> 
 
 
 def _train_into(
-    staged: StagedRun,
+    staged: StagedRun | None,
     config: Config,
     report: Reporter,
     stop_after: int | None,
     resume: Resume | None,
     callbacks: Sequence[Callable[[Trainer], Any]] = (),
+    world: World | None = None,
 ) -> tuple[ImageClassifier, Path]:
+    """Train into the staging folder, then score the test split, write the run and commit it.
+
+    In a distributed run (`world`) every rank trains; rank 0 (`staged` is its folder, None on the
+    others) then writes and commits while the others wait for it, so none ends before the run is whole."""
     clf = ImageClassifier.from_config(config).fit(
-        reporter=report, log_dir=staged.staging, stop_after=stop_after, resume=resume, callbacks=callbacks
+        reporter=report,
+        log_dir=staged.staging if staged is not None else None,
+        stop_after=stop_after,
+        resume=resume,
+        callbacks=callbacks,
     )
     clf.resumed_after = int(resume.state["epoch"]) if resume is not None else None
+    if world is None:
+        return clf, _write_run(clf, staged)
+    return clf, world.from_leader(lambda: _write_run(clf, staged))
+
+
+def _write_run(clf: ImageClassifier, staged: StagedRun) -> Path:
     if clf._source is not None and "test" in clf._source.splits:
         result = clf.evaluate(split="test")
         clf.metrics.update(test_accuracy=result.accuracy, test_top5=result.top5, test_loss=result.loss)
     clf.write_files(staged.staging, staged.final)
-    return clf, staged.commit()
+    return staged.commit()
 
 
-def _finish(clf: ImageClassifier, path: Path) -> tuple[ImageClassifier, Path]:
-    """After the commit: drop the resume file of a finished run; raise for a NaN stop or an interrupt."""
-    if not clf.stopped:
+def _finish(clf: ImageClassifier, path: Path, wrote: bool = True) -> tuple[ImageClassifier, Path]:
+    """After the commit: drop the resume file of a finished run (`wrote`: this process wrote it);
+    raise for a NaN stop or an interrupt."""
+    if not clf.stopped and wrote:
         from fastcls.train.resume import RESUME_FILE
 
         (path / "checkpoints" / RESUME_FILE).unlink(missing_ok=True)  # finished: nothing to resume
@@ -811,6 +907,6 @@ def _finish(clf: ImageClassifier, path: Path) -> tuple[ImageClassifier, Path]:
 
         raise Interrupted(
             f"{clf.stopped} after epoch {len(clf.history)} of {clf.planned_epochs}; {path} holds it. "
-            f"Continue exactly where it stopped with: fastcls train --resume {path}"
+            f"Continue exactly where it stopped with: {clf.resume_command(path)}"
         )
     return clf, path

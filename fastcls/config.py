@@ -146,6 +146,7 @@ class DataConfig:
     workers: int | None = None
     loader: str = "auto"  # memory, stream, or auto: memory when the decoded splits fit FASTCLS_MEMORY_BUDGET
     balance: str = "none"  # sampler: class-balanced sampling; loss: class-weighted cross-entropy
+    global_bs: bool = False  # data-parallel: bs is all processes' batch together, split evenly (default: per process)
 
     def validate(self) -> None:
         _check_range("valid_pct", self.valid_pct, 0.01, 0.9)
@@ -250,6 +251,7 @@ class TrainConfig:
     embed_every: int | None = None  # save penultimate features of the valid split every K epochs (interpret)
     compile: bool = False  # torch.compile the model (backend from FASTCLS_COMPILE_BACKEND, default inductor)
     ema: float | None = None  # decay of an exponential moving average of the weights (timm ModelEmaV3), e.g. 0.999
+    sync_bn: bool = False  # data-parallel on GPUs: BatchNorm uses the statistics of the whole global batch
 
     def validate(self) -> None:
         _check_range("epochs", self.epochs, 1, 100000)

@@ -31,6 +31,7 @@ import functools
 import io
 import json
 import math
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -781,6 +782,12 @@ def sweep(
     from fastcls.config import Config
     from fastcls.reporting import as_reporter
 
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:  # fastcls.train.distributed.launched(), without torch
+        raise SweepError(
+            "a sweep does not run under torchrun: each trial trains in one process. To use several GPUs or "
+            "machines, start one `fastcls sweep` worker per GPU (CUDA_VISIBLE_DEVICES) on the same --storage and "
+            "--study; see README, Scaling out."
+        )
     for name, value, least in (("trials", trials, 0), ("retry_failed", retry_failed, 0), ("heartbeat", heartbeat, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise ConfigError(f"{name} must be a whole number of at least {least}, not {value!r}.")

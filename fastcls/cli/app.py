@@ -66,6 +66,12 @@ def main() -> None:
     import os
     import sys
 
+    from fastcls.cli.common import is_follower
+
+    if is_follower():  # a distributed run's rank 0 shows warnings (torch's, fastai's) once
+        import warnings
+
+        warnings.simplefilter("ignore")
     try:
         app(prog_name="fastcls")
         code = 0

@@ -10,13 +10,23 @@ from typing import Any
 
 import typer
 
-__all__ = ["DEBUG", "console", "esc", "given", "handled", "print_json", "reporter_for"]
+__all__ = ["DEBUG", "console", "esc", "given", "handled", "is_follower", "print_json", "reporter_for"]
 
 DEBUG = {"on": False}  # set by the root `--debug` option
 
 
+def is_follower() -> bool:
+    """A process other than rank 0 of a distributed run (torchrun sets RANK): it prints only errors."""
+    import os
+
+    return os.environ.get("RANK", "0") != "0" and "WORLD_SIZE" in os.environ
+
+
 def handled(function: Callable) -> Callable:
-    """Wrap a command: a FastclsError prints one line and exits 1 (Interrupted: 130); Ctrl-C exits 130."""
+    """Wrap a command: a FastclsError prints one line and exits 1 (Interrupted: 130); Ctrl-C exits 130.
+
+    An error marked `silent` (one every process of a distributed run raised together) is printed
+    by rank 0 alone; the other processes exit with the same code."""
 
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -28,10 +38,14 @@ def handled(function: Callable) -> Callable:
             if DEBUG["on"]:
                 raise
             code = getattr(exc, "exit_code", 1)
-            print(f"{'interrupted' if code == 130 else 'error'}: {exc}", file=sys.stderr)
+            if getattr(exc, "silent", False):
+                sys.modules["fastcls.train.distributed"].wait_for_leader()
+            else:
+                print(f"{'interrupted' if code == 130 else 'error'}: {exc}", file=sys.stderr)
             raise typer.Exit(code) from None
         except KeyboardInterrupt:
-            print("interrupted: nothing was saved for the unfinished work.", file=sys.stderr)
+            if not is_follower():
+                print("interrupted: nothing was saved for the unfinished work.", file=sys.stderr)
             raise typer.Exit(130) from None
 
     return wrapper

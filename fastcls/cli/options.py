@@ -57,6 +57,7 @@ __all__ = [
     "FreezeSensitive",
     "FrozenBn",
     "Gamma",
+    "GlobalBs",
     "Hflip",
     "Jitter",
     "Keep",
@@ -86,6 +87,7 @@ __all__ = [
     "StepSize",
     "StopAfter",
     "Strategy",
+    "SyncBn",
     "UnfreezeEvery",
     "ValidPct",
     "Vflip",
@@ -338,6 +340,22 @@ EmbedEvery = Annotated[
     Optional[int],
     typer.Option(
         min=1, help="Save the valid split's penultimate features every K epochs, for `fastcls interpret` (pca_epochs)."
+    ),
+]
+GlobalBs = Annotated[
+    Optional[bool],
+    typer.Option(
+        "--global-bs/--bs-per-process",
+        help="Under torchrun: --bs is the batch of all processes together, split evenly among them (default: "
+        "--bs per process, so the effective batch is --bs x processes).",
+    ),
+]
+SyncBn = Annotated[
+    Optional[bool],
+    typer.Option(
+        "--sync-bn/--no-sync-bn",
+        help="Under torchrun on GPUs: BatchNorm uses the statistics of the whole global batch (SyncBatchNorm); "
+        "default off: each process normalises by its own share.",
     ),
 ]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]

@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from fastcls.cli.common import console, esc, handled, print_json, reporter_for
+from fastcls.cli.common import console, esc, handled, is_follower, print_json, reporter_for
 from fastcls.cli.options import (
     AUG_FLAGS,
     CNN_FLAGS,
@@ -50,6 +50,7 @@ from fastcls.cli.options import (
     FreezeSensitive,
     FrozenBn,
     Gamma,
+    GlobalBs,
     Hflip,
     Jitter,
     Keep,
@@ -79,6 +80,7 @@ from fastcls.cli.options import (
     StepSize,
     StopAfter,
     Strategy,
+    SyncBn,
     UnfreezeEvery,
     ValidPct,
     Vflip,
@@ -94,7 +96,9 @@ COMMON = (
     "data", "arch", "epochs", "lr", "lr_suggest", "bs", "size", "seed", "wd", "valid_pct", "fraction",
     "on_bad_image", "aug", "opt", "sched", "momentum", "eps", "step_size", "gamma", "label_smoothing",
     "mixup", "cutmix", "clip_grad", "keep", "ema", "early_stop", "monitor",
-    "precision", "channels_last", "compile", "log", "workers", "loader", "balance", "embed_every", *CNN_FLAGS,
+    "precision", "channels_last", "compile", "log", "workers", "loader", "balance", "embed_every",
+    "global_bs", "sync_bn",
+    *CNN_FLAGS,
     *AUG_FLAGS,
 )  # fmt: skip
 RUN_FLAGS = ("name", "out", "runs_dir", "exist_ok")
@@ -116,6 +120,9 @@ def _train_or_resume(
 ) -> None:
     """`train`/`finetune`: a new run from DATA and the flags, or `--resume RUN` with the run's own settings."""
     from fastcls.errors import ConfigError
+    from fastcls.train.distributed import refuse_mpi
+
+    refuse_mpi()
 
     quiet, as_json, resume = values["quiet"], values["as_json"], values["resume"]
     if resume is not None:
@@ -139,6 +146,8 @@ def _train_or_resume(
 
 
 def _show(clf, path: Path, quiet: bool, as_json: bool) -> None:
+    if is_follower():  # rank 0 of the distributed run shows the result
+        return
     metrics = dict(clf.metrics)
     if as_json:
         print_json(
@@ -164,7 +173,7 @@ def _show(clf, path: Path, quiet: bool, as_json: bool) -> None:
     if clf.stopped:
         console().print(
             f"[yellow]stopped[/yellow] after epoch {len(clf.history)} of {clf.planned_epochs} ({clf.stopped}): {line}; "
-            f"run saved to [bold]{esc(path)}[/bold]. Finish it with: fastcls train --resume {esc(path)}"
+            f"run saved to [bold]{esc(path)}[/bold]. Finish it with: {esc(clf.resume_command(path))}"
         )
         return
     console().print(f"[green]done[/green]: {line}; run saved to [bold]{esc(path)}[/bold]")
@@ -214,6 +223,8 @@ def train(
     workers: Workers = None,
     loader: Loader = None,
     embed_every: EmbedEvery = None,
+    global_bs: GlobalBs = None,
+    sync_bn: SyncBn = None,
     blocks: Blocks = None,
     filters: Filters = None,
     organisation: Organisation = None,
@@ -298,6 +309,8 @@ def finetune(
     workers: Workers = None,
     loader: Loader = None,
     embed_every: EmbedEvery = None,
+    global_bs: GlobalBs = None,
+    sync_bn: SyncBn = None,
     blocks: Blocks = None,
     filters: Filters = None,
     organisation: Organisation = None,

@@ -17,6 +17,8 @@ from typing import Any
 import torch
 
 from fastcls.data.images import Preprocessing
+from fastcls.data.shards import Shard
+from fastcls.errors import DataError
 
 __all__ = ["Loader", "class_weights", "normalise", "sample_weights"]
 
@@ -69,7 +71,13 @@ class Loader:
         augment: Any = None,
         channels_last: bool = False,
         weights: torch.Tensor | None = None,
+        shard: Shard | None = None,
     ) -> None:
+        if shard is not None and shard.batches(len(labels), bs) < 1:
+            raise DataError(
+                f"{len(labels)} images are fewer than one global batch of {bs} x {shard.size} processes; lower --bs."
+            )
+        self.shard = shard
         self.labels, self.paths, self.prep, self.bs, self.augment = labels, list(paths), prep, bs, augment
         self.shuffle, self.weights, self.seed = shuffle, weights, seed
         self.drop_last = drop_last and len(labels) > bs
@@ -88,6 +96,8 @@ class Loader:
         return []
 
     def __len__(self) -> int:
+        if self.shard is not None:
+            return self.shard.batches(self.n, self.bs)
         return self.n // self.bs if self.drop_last else math.ceil(self.n / self.bs)
 
     def to(self, device: torch.device | str) -> Loader:
@@ -116,6 +126,10 @@ class Loader:
         seeds = None
         if self.augment is not None:
             seeds = torch.randint(0, 2**62, (self.n,), generator=self.generator).tolist()
+        if self.shard is not None:  # data-parallel: this rank's slice of every global batch (fastcls.data.shards)
+            order = self.shard.order(order if order is not None else torch.arange(self.n), self.bs)
+            if seeds is not None:
+                seeds = self.shard.positions(seeds, self.bs)
         return order, seeds
 
     def draw_epoch(self) -> tuple[torch.Tensor | None, list[int] | None]:

@@ -25,6 +25,7 @@ import torch
 
 from fastcls.data.batching import Loader
 from fastcls.data.images import BadImageError, Preprocessing, load_image, load_uncropped
+from fastcls.data.shards import Shard
 from fastcls.data.sources import Sample
 from fastcls.errors import DataError
 from fastcls.reporting import Reporter
@@ -235,11 +236,12 @@ class Batches(Loader):
         channels_last: bool = False,
         workers: int = 0,
         weights: torch.Tensor | None = None,
+        shard: Shard | None = None,
     ) -> None:
         if not isinstance(split.images, torch.Tensor):
             raise TypeError("Batches slices fixed-size images; per-image augmentation goes through ItemBatches.")
         super().__init__(
-            split.labels, split.paths, prep, bs, shuffle, drop_last, seed, device, None, channels_last, weights
+            split.labels, split.paths, prep, bs, shuffle, drop_last, seed, device, None, channels_last, weights, shard
         )
         self.split, self.workers = split, workers
 

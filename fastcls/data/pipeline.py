@@ -33,6 +33,7 @@ from fastcls.data.loaders import (
     memory_budget,
     packed_channel_stats,
 )
+from fastcls.data.shards import Shard
 from fastcls.data.sources import ImageSource, Sample
 from fastcls.data.stream import FileItems, ItemBatches, MemoryItems, default_workers
 from fastcls.errors import DataError
@@ -138,11 +139,14 @@ class TrainingData:
         loader: str,
         need: int,
         reporter: Reporter,
+        world: Any = None,
     ) -> None:
         self.source, self.prep, self.settings, self.policy, self.loader = source, prep, settings, policy, loader
         self.need, self.reporter = need, reporter
         self.decoded: dict[str, DecodedSplit] = {}
         self.samples = {split: source.split(split) for split in ("train", "valid")}
+        if world is not None:  # data-parallel: every rank needs every train image (the order is global); valid: a share
+            self.samples["valid"] = world.valid_share(self.samples["valid"])
         self.device = torch.device("cpu")
         self.built: list[Loader] = []
         if loader == "memory":
@@ -167,6 +171,13 @@ class TrainingData:
     @property
     def counts(self) -> tuple[int, int]:
         return len(self.labels["train"]), len(self.labels["valid"])
+
+    def skipped_in(self, split: str) -> int:
+        """Unreadable images of one split left out so far."""
+        if self.loader == "memory":
+            return len(self.decoded[split].skipped)
+        built = dict(zip(("train", "valid"), self.built, strict=False))
+        return len(built[split].skipped) if split in built else 0
 
     @property
     def skipped_count(self) -> int:
@@ -218,8 +229,11 @@ class TrainingData:
             return None
         return class_weights(self.labels["train"], len(self.source.classes))
 
-    def loaders(self, prep: Preprocessing, bs: int, seed: int, channels_last: bool) -> tuple[Loader, Loader]:
-        """The training loader (shuffled, last partial batch dropped, augmented) and the valid loader."""
+    def loaders(
+        self, prep: Preprocessing, bs: int, seed: int, channels_last: bool, shard: Shard | None = None
+    ) -> tuple[Loader, Loader]:
+        """The training loader (shuffled, last partial batch dropped, augmented; with a `shard`, this
+        process's slice of every global batch) and the valid loader."""
         self.prep = prep
         per_image = self.policy is not None
         workers = resolve_workers(self.settings.workers, self.loader, per_image, self.device)
@@ -228,7 +242,9 @@ class TrainingData:
         if self.settings.balance == "sampler":
             weights = sample_weights(self.labels["train"], len(self.source.classes))
         fmt: dict[str, Any] = {"device": self.device, "channels_last": channels_last}
-        train_options: dict[str, Any] = {"shuffle": True, "drop_last": True, "seed": seed, "weights": weights}
+        train_options: dict[str, Any] = {
+            "shuffle": True, "drop_last": True, "seed": seed, "weights": weights, "shard": shard,
+        }  # fmt: skip
         valid_bs = max(bs, 256)
         if self.loader == "memory":
             train_split, valid_split = self.decoded["train"], self.decoded["valid"]
@@ -256,9 +272,12 @@ def _nbytes(images: torch.Tensor | PackedImages) -> int:
     return images.nbytes if isinstance(images, PackedImages) else images.numel()
 
 
-def prepare_data(source: ImageSource, prep: Preprocessing, settings: DataConfig, reporter: Reporter) -> TrainingData:
+def prepare_data(
+    source: ImageSource, prep: Preprocessing, settings: DataConfig, reporter: Reporter, world: Any = None
+) -> TrainingData:
     """Pick the loader (`settings.loader`, `auto` by the memory budget) and say which, then decode the
-    splits when in memory. `settings.loader` is set to the choice, so config.toml repeats it."""
+    splits when in memory. `settings.loader` is set to the choice, so config.toml repeats it. With a
+    `world` (data-parallel training) this process keeps only its share of the valid split."""
     policy = build_policy(settings.aug.preset, settings.aug.overrides(), prep.size, prep.interpolation)
     crops = policy is not None and policy.crops
     train, valid = source.split("train"), source.split("valid")
@@ -276,7 +295,7 @@ def prepare_data(source: ImageSource, prep: Preprocessing, settings: DataConfig,
     if policy is not None:
         reporter.info(f"augmentation per training image: {policy.describe()}")
     settings.loader = loader
-    return TrainingData(source, prep, settings, policy, loader, need, reporter)
+    return TrainingData(source, prep, settings, policy, loader, need, reporter, world)
 
 
 def scoring_loader(

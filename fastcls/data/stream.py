@@ -24,6 +24,7 @@ import torch
 from fastcls.data.batching import Loader, normalise
 from fastcls.data.images import BadImageError, Preprocessing, load_image, open_rgb
 from fastcls.data.loaders import PackedImages
+from fastcls.data.shards import Shard
 from fastcls.errors import DataError
 from fastcls.reporting import Reporter
 
@@ -176,10 +177,12 @@ class ItemBatches(Loader):
         on_bad_image: str = "skip",
         reporter: Reporter | None = None,
         description: str = "train",
+        shard: Shard | None = None,
     ) -> None:
         super().__init__(
-            labels, items.paths, items.prep, bs, shuffle, drop_last, seed, device, items.policy, channels_last, weights
-        )
+            labels, items.paths, items.prep, bs, shuffle, drop_last, seed, device, items.policy, channels_last, weights,
+            shard,
+        )  # fmt: skip
         self.items, self.on_bad_image, self.reporter, self.description = items, on_bad_image, reporter, description
         self.workers = 0 if items.on_device else workers  # CUDA tensors are not shared with worker processes
         self._skipped: dict[str, None] = {}

@@ -60,6 +60,7 @@ class EpochLog(Callback):
         self.phase = "full"
         self.head_index = -1  # the head's optimiser group (the boosted group, when there is one, is after it)
         self.pending: dict[str, Any] = {}  # columns other callbacks computed for this epoch (e.g. the EMA's scores)
+        self.reduce: Any = None  # data-parallel: adds the sums up over every rank (fastcls.train.distributed)
 
     def before_epoch(self) -> None:
         self._start = time.perf_counter()
@@ -88,7 +89,7 @@ class EpochLog(Callback):
         self._sums["hitk"] += int((top == target).any(dim=1).sum())
 
     def after_epoch(self) -> None:
-        s = self._sums
+        s = self.reduce(self._sums) if self.reduce is not None else self._sums
         valid_n = max(s["valid_n"], 1)
         frozen = getattr(self.learn.opt, "frozen_idx", 0)
         lrs = [0.0 if i < frozen else float(h["lr"]) for i, h in enumerate(self.learn.opt.hypers)]
@@ -385,7 +386,9 @@ class StopRequest(Callback):
     """Ends training cleanly: after epoch `stop_after` (`--stop-after`), or after the current batch
     when SIGINT (Ctrl-C) or SIGTERM arrives. A second signal stops at once (KeyboardInterrupt).
 
-    `reason` says why it stopped ("stop-after", "SIGINT", "SIGTERM"); None when it did not.
+    `reason` says why it stopped ("stop-after", "SIGINT", "SIGTERM"); None when it did not. With
+    `collective` (data-parallel) a signal only cuts validation short on this rank: the ranks agree
+    when to stop training (fastcls.train.distributed.StepTogether).
     """
 
     order = 80  # after the epoch's checkpoints, resume point and progress row
@@ -393,6 +396,7 @@ class StopRequest(Callback):
     def __init__(self, history: list[dict[str, Any]], stop_after: int | None = None) -> None:
         self.history, self.stop_after = history, stop_after
         self.reason: str | None = None
+        self.collective = False
 
     @contextmanager
     def signals(self) -> Iterator[None]:
@@ -414,8 +418,12 @@ class StopRequest(Callback):
                 signal.signal(sig, previous)
 
     def after_batch(self) -> None:
-        if self.reason is not None:
+        if self.reason is None:
+            return
+        if not self.collective:
             raise CancelFitException()
+        if not self.training:
+            raise CancelValidException()
 
     def after_epoch(self) -> None:
         if self.stop_after is not None and len(self.history) >= self.stop_after and self.reason is None:
@@ -440,6 +448,7 @@ class ResumePoint(Callback):
     ) -> None:
         self.history, self.folder, self.generator, self.restart = history, folder, generator, restart
         self.ema: Any = None  # EmaWeights, with --ema: its step count is part of the state
+        self.share: Any = None  # data-parallel: every rank's RNG states, gathered on every rank (collective)
 
     def state(self) -> dict[str, Any]:
         from fastcls.train.resume import CHECKPOINT_EPOCHS, capture_rng
@@ -456,11 +465,12 @@ class ResumePoint(Callback):
         }
 
     def after_epoch(self) -> None:
+        ranks = self.share() if self.share is not None else {}  # every rank takes part, writer or not
         if self.folder is None:
             return
         from fastcls.train.resume import RESUME_FILE, write_state
 
-        write_state(self.folder / RESUME_FILE, self.state())
+        write_state(self.folder / RESUME_FILE, self.state() | ranks)
         if hasattr(self.learn, "checkpoints"):  # fastai's attribute for the Checkpoints callback
             self.learn.checkpoints.publish()
 

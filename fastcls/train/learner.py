@@ -152,6 +152,7 @@ class Trainer:
         boosted_tensors: list[str] | None = None,
         extra_callbacks: list[Any] | None = None,
         class_weights: torch.Tensor | None = None,
+        world: Any = None,
     ) -> None:
         from fastcls.train.callbacks import (
             Checkpoints,
@@ -229,6 +230,8 @@ class Trainer:
             callbacks.append(BoostClip([lookup[name] for name in self.boosted_tensors], settings.boost_clip))
         if self.restart is not None:
             callbacks.append(self.restart)
+        self.world, self.together = world, self._together(world)
+        callbacks += self.together
         self.progress = None
         if reporter.mode != "quiet":
             total = sum(p.epochs for p in self.phases)
@@ -250,6 +253,19 @@ class Trainer:
         for name in ("progress", "ProgressCallback"):
             if hasattr(self.learn, name) and not isinstance(getattr(self.learn, name), ProgressBars):
                 self.learn.remove_cb(getattr(self.learn, name))
+
+    def _together(self, world: Any) -> list[Any]:
+        """Data-parallel (`world` from fastcls.train.distributed): DDP for the training batches, stops
+        agreed by every rank, metrics and resume state gathered from every rank."""
+        if world is None:
+            return []
+        from fastcls.train.distributed import DataParallel, StepTogether
+        from fastcls.train.resume import capture_rng
+
+        self.stop.collective = True
+        self.log.reduce = world.add_up
+        self.resume_point.share = world.resume_share(lambda: capture_rng(self.train.generator))
+        return [DataParallel(world), StepTogether(world, self.history, self.nan_guard, self.stop)]
 
     def set_lr(self, lr: float) -> None:
         """Use a new base LR (e.g. the LR finder's pick) for every phase."""
@@ -333,7 +349,8 @@ class Trainer:
             if isinstance(self.learn.opt, Optimizer):  # fastai's own (Lamb, Ranger) keep state as given
                 optimizer = _to_device(optimizer, self.device)
             self.learn.opt.load_state_dict(optimizer)
-        restore_rng(state["rng"], self.train.generator)
+        rng = state.get("rank_rng", [state["rng"]])[self.world.rank] if self.world is not None else state["rng"]
+        restore_rng(rng, self.train.generator)
         return [ScalerState(state["scaler"])] if state.get("scaler") and done_in_phase > 0 else []
 
     def _score(self, model: nn.Module) -> dict[str, float]:
@@ -345,7 +362,8 @@ class Trainer:
             model = HeadOnly(split.head, split.dropout)
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.settings.precision)
         with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
-            return score(model, self.learn.dls.valid, self.learn.loss_func)
+            scores = score(model, self.learn.dls.valid, self.learn.loss_func)
+        return scores if self.world is None else self.world.mean(scores, self.learn.dls.valid.n)
 
     def _cacheable(self, phase: Phase) -> HeadSplit | None:
         """The head to train alone on cached features in `phase`, or None (see train/features.py)."""
@@ -460,9 +478,10 @@ class Trainer:
         try:
             self._enter(self.phases[0])
             n_epoch = num_it // max(len(self.train), 1) + 1
-            quiet = [
-                cb for cb in (self.log, self.progress, self.restart, self.checkpoints, self.early) if cb is not None
-            ]
+            # the probe's steps are no training: nothing is logged, checkpointed, averaged into the EMA or
+            # agreed between ranks (each rank probes on its own; the caller shares rank 0's pick)
+            probe_free = (self.log, self.progress, self.restart, self.checkpoints, self.early, self.resume_point)
+            quiet = [cb for cb in (*probe_free, self.ema, *self.together) if cb is not None]
             with self.learn.removed_cbs(quiet), self.learn.no_logging():
                 self.learn.fit(n_epoch, cbs=LRSweep(start_lr, end_lr, num_it))
             recorder = self.learn.recorder

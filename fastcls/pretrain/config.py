@@ -97,8 +97,11 @@ class PretrainConfig:
             raise ConfigError(f'command={self.command!r}: a pretraining config says command = "pretrain".')
         if self.data.bs == "auto":
             raise ConfigError("--bs auto is for classifier training; give pretraining a number (e.g. --bs 256).")
-        if self.data.aug != "none":
-            raise ConfigError(f"aug={self.data.aug!r}: pretraining augments with its method's own two views; drop it.")
+        aug = self.data.aug
+        if aug.preset != "none" or any(v is not None for v in aug.overrides().values()):
+            raise ConfigError(
+                f"aug {aug.preset!r}: pretraining augments with its method's own two views; drop --aug and [data.aug]."
+            )
         if self.model.head_dropout is not None:
             raise ConfigError("head_dropout is the classifier's and a backbone has none; set it when fine-tuning.")
         for name in _SECTIONS:

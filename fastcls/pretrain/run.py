@@ -174,6 +174,8 @@ def _train_and_write(
     model = method.model(backbone.module, backbone.feature_dim, hidden).to(device)
     settings = view_settings(prep.size, prep.mean, prep.std, _min_scale(ssl, method), ssl.hflip)
     views = TwoViews(images.images, method.views(settings))
+    if config.data.workers is None:  # views are cut from decoded images in memory: in-process is the default
+        config.data.workers = 0
     trainer = SslTrainer(
         model, views, ssl, int(config.data.bs), device, report, config.data.workers, stop_after, method.target_network
     )

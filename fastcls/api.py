@@ -33,7 +33,17 @@ if TYPE_CHECKING:
     from fastcls.train.distributed import World
     from fastcls.train.learner import Resume, Trainer
 
-__all__ = ["Evaluation", "ImageClassifier", "Prediction", "check_names", "load", "resume_run", "train_run"]
+__all__ = [
+    "Evaluation",
+    "ImageClassifier",
+    "Prediction",
+    "check_names",
+    "load",
+    "model_from_card",
+    "rank_predictions",
+    "resume_run",
+    "train_run",
+]
 
 MODEL_FORMAT = "fastcls.model/1"
 
@@ -119,7 +129,7 @@ def _require_classifier(card: dict[str, Any], folder: Path) -> None:
         )
 
 
-def _model_from_card(model: Any, card: dict[str, Any], arch: str) -> Any:
+def model_from_card(model: Any, card: dict[str, Any], arch: str) -> Any:
     """Fine-tuning a run: the arch must match; a cnn takes the run's own block settings."""
     if card.get("arch") != arch:
         raise DataError(
@@ -166,6 +176,17 @@ def _versions() -> dict[str, str]:
         if module is not None:
             versions[name] = getattr(module, "__version__", "?")
     return versions
+
+
+def rank_predictions(probs: Any, paths: Sequence[str | Path], classes: Sequence[str], top: int) -> list[Prediction]:
+    """One Prediction per row of an (N, classes) probability array: its `top` classes, best first."""
+    k = max(1, min(top, len(classes)))
+    results = []
+    for path, row in zip(paths, probs, strict=True):
+        order = row.argsort()[::-1][:k]
+        ranked = [(classes[i], float(row[i])) for i in order]
+        results.append(Prediction(str(path), ranked[0][0], ranked[0][1], ranked))
+    return results
 
 
 def check_names(config: Config) -> None:
@@ -264,7 +285,7 @@ class ImageClassifier:
         spec = resolve_arch(config.model.arch)
         card = _run_card(config.model.weights)
         if card is not None:
-            config.model = _model_from_card(config.model, card, spec.name)
+            config.model = model_from_card(config.model, card, spec.name)
             if spec.family == "cnn":
                 check_cnn_config(config.model.cnn)
         source = resolve_source(config.data.source, config.data.valid_pct, settings.seed)
@@ -559,13 +580,7 @@ class ImageClassifier:
     def predict(self, images: list[str | Path] | str | Path, top: int = 3) -> list[Prediction]:
         """The most likely class of each image, with the `top` classes and their probabilities."""
         probs, paths = self.predict_proba(images)
-        k = max(1, min(top, len(self.classes)))
-        results = []
-        for path, row in zip(paths, probs, strict=True):
-            order = row.argsort()[::-1][:k]
-            ranked = [(self.classes[i], float(row[i])) for i in order]
-            results.append(Prediction(str(path), ranked[0][0], ranked[0][1], ranked))
-        return results
+        return rank_predictions(probs, paths, self.classes, top)
 
     # -- saving and loading -------------------------------------------------------------------
     def model_card(self) -> dict[str, Any]:

@@ -91,16 +91,10 @@ class OnnxClassifier:
 
     def predict(self, images: list[str | Path] | str | Path, top: int = 3) -> list[Prediction]:
         """The most likely class of each image, with the `top` classes and their probabilities."""
-        from fastcls.api import Prediction
+        from fastcls.api import rank_predictions
 
         probs, paths = self.predict_proba(images)
-        k = max(1, min(top, len(self.classes)))
-        results = []
-        for path, row in zip(paths, probs, strict=True):
-            order = row.argsort()[::-1][:k]
-            ranked = [(self.classes[i], float(row[i])) for i in order]
-            results.append(Prediction(str(path), ranked[0][0], ranked[0][1], ranked))
-        return results
+        return rank_predictions(probs, paths, self.classes, top)
 
 
 def load_onnx(path: str | Path) -> OnnxClassifier:

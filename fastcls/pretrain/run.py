@@ -140,7 +140,9 @@ def _train_and_write(
     spec = resolve_arch(config.model.arch)
     card = _weights_card(config.model.weights) if config.model.pretrained else None
     if card is not None:
-        _match_card(config, card, spec.name)
+        from fastcls.api import model_from_card
+
+        config.model = model_from_card(config.model, card, spec.name)
     if spec.family == "cnn":
         check_cnn_config(config.model.cnn)
     files = find_images(config.data.source, config.data.valid_pct, ssl.seed)
@@ -231,19 +233,6 @@ def _train_and_write(
             f"exactly where it stopped with: fastcls pretrain --resume {result.path}"
         )
     return result, None
-
-
-def _match_card(config: PretrainConfig, card: dict[str, Any], arch: str) -> None:
-    """Starting from a run folder: its arch must be --arch; a cnn takes the run's block settings."""
-    if card.get("arch") != arch:
-        raise ConfigError(
-            f"--weights run was trained as {card.get('arch')!r} but --arch resolves to {arch!r}; "
-            f"pass --arch {card.get('arch')}."
-        )
-    if card.get("family") == "cnn" and card.get("model_settings"):
-        from fastcls.config import CnnConfig
-
-        config.model = replace(config.model, cnn=CnnConfig(**card["model_settings"]))
 
 
 def _with_fraction(files, fraction: float, seed: int):

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import copy
 import math
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +23,7 @@ from fastcls.pretrain.config import SslConfig
 from fastcls.pretrain.data import TwoViews
 from fastcls.pretrain.models import SslModel
 from fastcls.reporting import Reporter
+from fastcls.signals import stop_on_signals
 
 __all__ = ["SslTrainer", "StopSignals", "lr_factor", "make_optimizer", "ssl_step"]
 
@@ -38,23 +37,8 @@ class StopSignals:
     def __init__(self) -> None:
         self.reason: str | None = None
 
-    @contextmanager
-    def installed(self) -> Iterator[None]:
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        def handler(signum: int, frame: Any) -> None:
-            if self.reason is not None:
-                raise KeyboardInterrupt
-            self.reason = signal.Signals(signum).name
-
-        saved = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for sig, previous in saved.items():
-                signal.signal(sig, previous)
+    def installed(self) -> AbstractContextManager[None]:
+        return stop_on_signals(self)
 
 
 def make_optimizer(settings: SslConfig, params: list[torch.nn.Parameter], lr: float) -> torch.optim.Optimizer:

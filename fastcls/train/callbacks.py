@@ -6,11 +6,8 @@ sees during training comes from here.
 
 from __future__ import annotations
 
-import signal
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +18,7 @@ from torch import nn
 
 from fastcls.reporting import Reporter
 from fastcls.runs import write_metrics
+from fastcls.signals import stop_on_signals
 
 __all__ = [
     "Autocast",
@@ -398,24 +396,9 @@ class StopRequest(Callback):
         self.reason: str | None = None
         self.collective = False
 
-    @contextmanager
-    def signals(self) -> Iterator[None]:
+    def signals(self) -> AbstractContextManager[None]:
         """Install the SIGINT/SIGTERM handlers for the duration of training (main thread only)."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        def handler(signum: int, frame: Any) -> None:
-            if self.reason is not None:
-                raise KeyboardInterrupt
-            self.reason = signal.Signals(signum).name
-
-        saved = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for sig, previous in saved.items():
-                signal.signal(sig, previous)
+        return stop_on_signals(self)
 
     def after_batch(self) -> None:
         if self.reason is None:

@@ -212,7 +212,9 @@ def test_nan_on_one_rank_stops_both_with_exit_1(folder):
     out = _finish(process)
     assert process.returncode == 1, out
     codes = dict(re.findall(r"rank\s*: (\d) \(local_rank.*\n\s*exitcode\s*: (-?\d+)", out))
-    assert codes == {"0": "1", "1": "1"}, out
+    # rank 1 exits 1 itself, or -15 when torchrun, seeing rank 0's exit 1 first, ends it while it tears down
+    # (seen once in CI); either way both stopped at the NaN instead of rank 0 waiting on rank 1 forever
+    assert codes["0"] == "1" and codes["1"] in {"1", "-15"}, out
     logs = _rank_logs(folder, "logs-nan")
     assert "error: the training loss became nan at epoch 2, batch 1 on process 1 of 2" in logs[0]
     assert "holds the last good epoch (1)" in logs[0] and logs[1] == ""

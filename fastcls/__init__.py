@@ -7,7 +7,14 @@ stay instant.
 from __future__ import annotations
 
 import importlib
+import os
 from typing import TYPE_CHECKING, Any
+
+# PyTorch reads this once, at its first CPU allocation: tensors of 2 MiB and more get transparent huge
+# pages. Measured here (2 cores, a VM where every fresh page faults expensively): normalising a batch of
+# 64 x 3 x 224 x 224 took 0.72 ms/image without and 0.22 with, and the augmented in-memory loader went
+# from about 600 to 900 images/s (benchmarks/data_pipeline.py). Set it to 0 to opt out.
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 __version__ = "0.1.0"
 

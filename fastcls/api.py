@@ -206,6 +206,30 @@ def check_names(config: Config) -> None:
         check_cnn_config(config.model.cnn)
 
 
+def _is_set(nested: dict[str, Any], given: dict[str, Any]) -> bool:
+    """Whether the one setting in `nested` (e.g. {"model": {"cnn": {"blocks": 3}}}) is present in `given`."""
+    key, value = next(iter(nested.items()))
+    if key not in given:
+        return False
+    return not isinstance(value, dict) or not isinstance(given[key], dict) or _is_set(value, given[key])
+
+
+def with_suggestions(config: Config, *given: dict[str, Any]) -> tuple[Config, dict[str, Any]]:
+    """`config` with its data's recipe for its arch (`fastcls.data.builtin.SUGGESTED`, e.g. builtin:digits
+    for the scratch CNN) in place of the settings that none of `given` (nested, as in the TOML) sets;
+    and those settings, flat. Any other data and arch: `config` unchanged and {}."""
+    from fastcls.data.builtin import suggested_settings
+
+    suggested = suggested_settings(config.data.source, config.model.arch)
+    applied = {k: v for k, v in suggested.items() if not any(_is_set(Config.nest({k: v}), g) for g in given)}
+    return (config.merged(Config.nest(applied)) if applied else config), applied
+
+
+def describe_suggestions(source: str, applied: dict[str, Any]) -> str:
+    settings = ", ".join(f"{k} {v}" for k, v in applied.items())
+    return f"{source}: its recipe for this arch sets {settings} (any setting you give overrides it)"
+
+
 class ImageClassifier:
     """An image classifier: build it with an arch and options, `fit` it on DATA, then use or save it.
 
@@ -235,6 +259,8 @@ class ImageClassifier:
         self.planned_epochs = 0
         self.sensitive_tensors: dict[str, list[str]] = {"frozen": [], "boosted": []}
         self.distributed: dict[str, Any] | None = None  # processes, backend and batches of a data-parallel run
+        self.suggested: dict[str, Any] = {}  # settings taken from the data's recipe (with_suggestions)
+        self._given: dict[str, Any] | None = Config.nest({"arch": arch, **options})
         self._source: ImageSource | None = None
         self._data: Any = None  # the TrainingData of the last fit (its loaders count streamed unreadable files)
 
@@ -242,6 +268,7 @@ class ImageClassifier:
     def from_config(cls, config: Config) -> ImageClassifier:
         clf = cls(config.model.arch)
         clf.config = config.merged({})
+        clf._given = None  # every setting is resolved already
         return clf
 
     # -- training -----------------------------------------------------------------------------
@@ -249,7 +276,10 @@ class ImageClassifier:
         overrides = Config.nest(options)
         if data is not None:
             overrides.setdefault("data", {})["source"] = str(data)
-        return self.config.merged(overrides)
+        config = self.config.merged(overrides)
+        if self._given is not None:  # built from options, not from a resolved config
+            config, self.suggested = with_suggestions(config, self._given, overrides)
+        return config
 
     def _prepare(
         self,
@@ -403,6 +433,8 @@ class ImageClassifier:
 
         config = self._resolve(data, options)
         report = as_reporter(reporter, quiet)
+        if self.suggested:
+            report.info(describe_suggestions(config.data.source, self.suggested))
         world = current_world()
         if world is None:
             trainer = self._prepare(config, report, log_dir, stop_after, resume, callbacks)

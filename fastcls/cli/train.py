@@ -108,11 +108,18 @@ FINETUNE = (
 )  # fmt: skip
 
 
-def _config(config_file: Path | None, flat: dict[str, Any]):
-    from fastcls.config import Config, load_config, route_dropout
+def _config(config_file: Path | None, flat: dict[str, Any], quiet: bool = True):
+    """The settings of a new run: the config file, then the flags; then, for what neither sets, the data's
+    recipe for the arch (builtin:digits has one for cnn), said in one line."""
+    from fastcls.api import describe_suggestions, with_suggestions
+    from fastcls.config import Config, load_config, read_toml, route_dropout
 
     base = load_config(config_file) if config_file else Config()
-    return base.merged(Config.nest(route_dropout(flat, flat.get("arch") or base.model.arch)))
+    flags = Config.nest(route_dropout(flat, flat.get("arch") or base.model.arch))
+    config, applied = with_suggestions(base.merged(flags), read_toml(config_file) if config_file else {}, flags)
+    if applied and not quiet:
+        reporter_for(quiet).info(describe_suggestions(config.data.source, applied))
+    return config
 
 
 def _train_or_resume(
@@ -141,7 +148,7 @@ def _train_or_resume(
         raise ConfigError(f"DATA is missing: `fastcls {command} DATA ...` (a folder, a CSV or builtin:digits).")
     from fastcls.api import train_run
 
-    config = _config(values["config_file"], pick(values, names) | fixed)
+    config = _config(values["config_file"], pick(values, names) | fixed, quiet or as_json)
     _show(*train_run(config, reporter_for(quiet), stop_after), quiet, as_json)
 
 

@@ -19,7 +19,7 @@ $(VENV)/.fastcls-test: $(VENV)/.fastcls
 
 ## demo: install, then train the scratch CNN on builtin:digits and score it on the test split
 demo: $(VENV)/.fastcls
-	$(BIN)/fastcls train builtin:digits --size 16 --blocks 3 --filters 64 --epochs 15 --name digits-demo --exist-ok
+	$(BIN)/fastcls train builtin:digits --name digits-demo --exist-ok
 	$(BIN)/fastcls evaluate runs/digits-demo
 
 ## test: install with test extras, lint, and run the whole suite

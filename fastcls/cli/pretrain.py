@@ -89,7 +89,7 @@ Probe = Annotated[
     ),
 ]
 ProbeData = Annotated[Optional[str], typer.Option(help="Labelled DATA for the probe when DATA is an unlabeled folder.")]
-KnnK = Annotated[Optional[int], typer.Option(help="Neighbours of the k-NN probe (default 20).")]
+KnnK = Annotated[Optional[int], typer.Option(help="Neighbours of the k-NN probe (default 200, lightly's).")]
 Workers = Annotated[
     Optional[int],
     typer.Option(min=0, help="Worker processes making the two views (default 0: in the main process)."),

@@ -49,7 +49,7 @@ class SslConfig:
     hflip: float = 0.5  # probability that a view is mirrored (0 where mirroring changes the meaning: digits, text)
     probe: str | None = None
     probe_data: str | None = None  # labelled DATA to probe on when DATA itself is unlabeled
-    knn_k: int = 20
+    knn_k: int = 200  # lightly's KNNClassifier default and InstDisc's monitor (k 200, temperature 0.1)
 
     def validate(self) -> None:
         from fastcls.pretrain.methods import get_method

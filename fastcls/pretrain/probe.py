@@ -57,7 +57,7 @@ def run_probe(
     n_classes: int,
     prep: Preprocessing,
     device: torch.device,
-    k: int = 20,
+    k: int = 200,
 ) -> ProbeResult:
     """Accuracy on `valid` of a k-NN (`kind="knn"`) or logistic-regression (`"linear"`) probe fitted on `train`."""
     check_probe(kind)

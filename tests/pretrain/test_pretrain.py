@@ -184,3 +184,15 @@ def test_a_run_stages_in_its_locked_partial_folder_like_training(unlabeled, tmp_
     result = pretrain(_config(unlabeled, final, epochs=1), reporter="quiet")
     assert result.path == final and (final / "model.safetensors").is_file()
     assert not partial_path(final).exists() and not (final / "partial.json").exists()
+
+
+def test_a_few_byol_epochs_from_random_init_beat_the_random_backbone_on_the_knn_probe(tmp_path):
+    # digits at 16 px, 6 epochs on a quarter of train (the probe uses all of train and valid, k 200 as
+    # lightly's benchmarks). Measured (CPU, deterministic): seed 3 0.659 -> 0.777; seeds 0-2 gave
+    # 0.687 -> 0.760, 0.743 -> 0.860, 0.698 -> 0.726.
+    flat = {"source": "builtin:digits", "arch": "cnn", "size": 16, "blocks": 3, "filters": 16, "dense": 64}
+    flat |= {"hidden_dim": 256, "bs": 64, "fraction": 0.25, "epochs": 6, "target_momentum": 0.99, "opt": "adamw"}
+    flat |= {"lr": 3e-3, "hflip": 0.0, "min_scale": 0.5, "workers": 0, "seed": 3, "out": str(tmp_path / "byol")}
+    result = pretrain(PretrainConfig().merged(PretrainConfig.nest(flat)), reporter="quiet")
+    assert result.probe_start["kind"] == "knn" and result.probe_start["k"] == 200
+    assert result.probe["accuracy"] >= result.probe_start["accuracy"] + 0.08, (result.probe_start, result.probe)

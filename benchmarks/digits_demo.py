@@ -1,8 +1,9 @@
 """The README demo end to end as a process, against a hand-written script doing the same job.
 
 Both start a fresh Python, read the builtin:digits PNGs, train the same 3-block CNN at 16 px with
-builtin:digits's recipe (20 epochs, light augmentation, label smoothing 0.1) and score the test split; the demo also writes its run folder (model, metrics, plot,
-report). Three seeds each, interleaved. Prints JSON with accuracies, wall times and the ratio.
+builtin:digits's recipe (20 epochs, light augmentation, label smoothing 0.1) and score the test
+split; the demo also writes its run folder (model, metrics, plot, report). Three seeds each,
+interleaved. Prints JSON with accuracies, wall times and the ratio.
 Run: .venv/bin/python benchmarks/digits_demo.py
 """
 

@@ -4,7 +4,8 @@ Reads the same PNG split as `builtin:digits`, resizes to 16 px, trains the same 
 conv-relu-BN-maxpool with 64 filters, dense 256) with AdamW + OneCycleLR for 20 epochs, label
 smoothing 0.1 and the same light augmentation per image (random-resized crop of 75-100% of the area,
 aspect within 1.1, rotation up to 10 degrees; torchvision.transforms.v2), and prints the test
-accuracy as JSON: the recipe `fastcls train builtin:digits` uses. Usage: python benchmarks/hand_digits.py DIGITS_FOLDER SEED
+accuracy as JSON: the recipe `fastcls train builtin:digits` uses.
+Usage: python benchmarks/hand_digits.py DIGITS_FOLDER SEED
 """
 
 import json

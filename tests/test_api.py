@@ -37,6 +37,9 @@ def test_builtin_digits_recipe_fills_only_the_settings_left_unset(class_folders)
     assert with_suggestions(base, {"data": {"aug": {"hflip": 0.5}}})[1]["aug"] == "light"
     assert with_suggestions(base.merged({"data": {"source": str(class_folders)}}), {})[1] == {}
     assert with_suggestions(base.merged({"model": {"arch": "resnet18"}}), {})[1] == {}
+    assert (
+        with_suggestions(base.merged({"model": {"weights": "runs/digits-cnn", "pretrained": True}}), {})[1] == {}
+    )  # its own shape
     resolved = fastcls.ImageClassifier.from_config(base)  # a resolved config (a run's config.toml) is kept as is
     assert resolved._resolve(None, {}).model.cnn.blocks == base.model.cnn.blocks
 

@@ -112,11 +112,12 @@ def _config(config_file: Path | None, flat: dict[str, Any], quiet: bool = True):
     """The settings of a new run: the config file, then the flags; then, for what neither sets, the data's
     recipe for the arch (builtin:digits has one for cnn), said in one line."""
     from fastcls.api import describe_suggestions, with_suggestions
-    from fastcls.config import Config, load_config, read_toml, route_dropout
+    from fastcls.config import Config, read_toml, route_dropout
 
-    base = load_config(config_file) if config_file else Config()
+    raw = read_toml(config_file) if config_file else {}
+    base = Config.from_dict(raw)  # what load_config does, keeping the file's own keys for with_suggestions
     flags = Config.nest(route_dropout(flat, flat.get("arch") or base.model.arch))
-    config, applied = with_suggestions(base.merged(flags), read_toml(config_file) if config_file else {}, flags)
+    config, applied = with_suggestions(base.merged(flags), raw, flags)
     if applied and not quiet:
         reporter_for(quiet).info(describe_suggestions(config.data.source, applied))
     return config

@@ -20,13 +20,18 @@ from fastcls.data.images import Preprocessing
 from fastcls.data.shards import Shard
 from fastcls.errors import DataError
 
-__all__ = ["Loader", "class_weights", "normalise", "sample_weights"]
+__all__ = ["Loader", "class_weights", "normalise", "normalise_", "sample_weights"]
 
 
 def normalise(images: torch.Tensor, prep: Preprocessing, device: torch.device | str) -> torch.Tensor:
     """uint8 (N, 3, S, S) images as the model's float input on `device` (the copy happens before the float
     conversion, so a host-to-device transfer moves bytes, not floats)."""
-    images = images.to(device, non_blocking=True).float()
+    return normalise_(images.to(device, non_blocking=True).float(), prep)
+
+
+def normalise_(images: torch.Tensor, prep: Preprocessing) -> torch.Tensor:
+    """Float (N, 3, S, S) pixel values 0-255 normalised in place: the one arithmetic every loader uses, so a
+    batch is bit-identical whichever process or buffer made it."""
     shift = torch.tensor(prep.mean, device=images.device).view(1, 3, 1, 1) * 255
     scale = torch.tensor(prep.std, device=images.device).view(1, 3, 1, 1) * 255
     return images.sub_(shift).div_(scale)

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fastcls.data.batching import Loader, normalise
+from fastcls.data.batching import Loader, normalise, normalise_
 from fastcls.data.images import BadImageError, Preprocessing, load_image, open_rgb
 from fastcls.data.loaders import PackedImages
 from fastcls.data.shards import Shard
@@ -149,9 +149,7 @@ def _normalised_shared(images: list[torch.Tensor], prep: Preprocessing) -> torch
     out = torch.empty(0, dtype=torch.float32).set_(storage, 0, (len(images), 3, size, size))
     for row, image in zip(out, images, strict=True):
         row.copy_(image)
-    # the same arithmetic as `normalise`, so a batch is bit-identical whichever process made it
-    shift = torch.tensor(prep.mean).view(1, 3, 1, 1) * 255
-    return out.sub_(shift).div_(torch.tensor(prep.std).view(1, 3, 1, 1) * 255)
+    return normalise_(out, prep)
 
 
 def _as_batch(batch: Any) -> Any:

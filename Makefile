@@ -22,10 +22,11 @@ demo: $(VENV)/.fastcls
 	$(BIN)/fastcls train builtin:digits --name digits-demo --exist-ok
 	$(BIN)/fastcls evaluate runs/digits-demo
 
-## test: install with test extras, lint, and run the whole suite
+## test: install with test extras, lint (ruff, the import layers), and run the whole suite
 test: $(VENV)/.fastcls-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/pytest -q
 
 bench: $(VENV)/.fastcls

@@ -67,9 +67,9 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    from fastcls.data.builtin import builtin_source, fastcls_home
+    from fastcls.data.builtin import builtin_folder, fastcls_home
 
-    builtin_source("digits")  # written to the cache once; the hand loop reads the same PNGs
+    builtin_folder("digits")  # written to the cache once; the hand loop reads the same PNGs
     folder = fastcls_home() / "datasets" / "digits"
     timed, accuracy = {}, {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -57,10 +57,10 @@ def main() -> None:
     parser.add_argument("extra", nargs="*", help="extra fastcls flags (after --)")
     args = parser.parse_args()
 
-    from fastcls.data.builtin import builtin_source, fastcls_home
+    from fastcls.data.builtin import builtin_folder, fastcls_home
 
     folder = fastcls_home() / "datasets" / "digits"
-    builtin_source("digits")  # written once, then read by both sides
+    builtin_folder("digits")  # written once, then read by both sides
     python = sys.executable
     fastcls = [python, "-m", "fastcls"]
     rows = []

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 # from about 600 to 900 images/s (benchmarks/data_pipeline.py). Set it to 0 to opt out.
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
-__version__ = "0.1.0"
+from fastcls.version import __version__
 
 __all__ = [
     "Config",

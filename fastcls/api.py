@@ -14,15 +14,17 @@ from __future__ import annotations
 import json
 import platform
 import statistics
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fastcls.config import Config, load_config
-from fastcls.data.images import IMAGE_SUFFIXES, Preprocessing
+from fastcls.config import CnnConfig, Config, load_config
+from fastcls.data.images import Preprocessing
 from fastcls.data.sources import ImageSource, Sample, resolve_source
 from fastcls.errors import DataError, RunError, TrainingDiverged
+from fastcls.model_card import MODEL_FORMAT, ModelCard
+from fastcls.predictions import Prediction, expand_images, rank_predictions
 from fastcls.reporting import Reporter, as_reporter
 from fastcls.runs import atomic_write_text, default_run_name, read_metrics, require_run
 from fastcls.staging import StagedRun, final_of, partial_path
@@ -45,8 +47,6 @@ __all__ = [
     "train_run",
 ]
 
-MODEL_FORMAT = "fastcls.model/1"
-
 
 @dataclass
 class Evaluation:
@@ -65,14 +65,6 @@ class Evaluation:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-@dataclass
-class Prediction:
-    path: str
-    label: str
-    probability: float
-    top: list[tuple[str, float]] = field(default_factory=list)
 
 
 def _median_side(samples: list[Sample], limit: int = 64) -> int:
@@ -98,65 +90,15 @@ def _confusion(truth, predicted, n_classes: int):
     return flat.reshape(n_classes, n_classes)
 
 
-def _run_card(weights: str | None) -> dict[str, Any] | None:
-    """model.json of a run folder given as --weights, else None."""
-    if not weights or not Path(weights).expanduser().is_dir():
-        return None
-    folder = Path(weights).expanduser()
-    if not (folder / "model.json").is_file():
-        return None
-    return json.loads((folder / "model.json").read_text(encoding="utf-8"))
-
-
-def _read_card(folder: Path) -> dict[str, Any]:
-    """A run's model.json; damaged or foreign content is a RunError."""
-    try:
-        card = json.loads((folder / "model.json").read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RunError(f"{folder}/model.json is damaged or from another tool ({exc}).") from None
-    if not isinstance(card, dict):
-        raise RunError(f"{folder}/model.json is damaged or from another tool (not a JSON object).")
-    return card
-
-
-def _require_classifier(card: dict[str, Any], folder: Path) -> None:
-    """A pretraining run (`fastcls pretrain`) holds a backbone without a classifier: say what to do with it."""
-    if card.get("classifier") is False:
-        raise RunError(
-            f"{folder} is a {card.get('method', 'pretrained')} backbone without a classifier, so it cannot "
-            f"predict or train on as a classifier; fine-tune it: fastcls finetune DATA --arch {card.get('arch')} "
-            f"--weights {folder} (a stopped pretraining continues with fastcls pretrain --resume {folder})."
-        )
-
-
-def model_from_card(model: Any, card: dict[str, Any], arch: str) -> Any:
+def model_from_card(model: Any, card: ModelCard, arch: str) -> Any:
     """Fine-tuning a run: the arch must match; a cnn takes the run's own block settings."""
-    if card.get("arch") != arch:
+    if card.arch != arch:
         raise DataError(
-            f"--weights run was trained as {card.get('arch')!r} but --arch resolves to {arch!r}; "
-            f"pass --arch {card.get('arch')}."
+            f"--weights run was trained as {card.arch!r} but --arch resolves to {arch!r}; pass --arch {card.arch}."
         )
-    if card.get("family") == "cnn" and card.get("model_settings"):
-        from fastcls.config import CnnConfig
-
-        model = replace(model, cnn=CnnConfig(**card["model_settings"]))
+    if card.family == "cnn" and card.model_settings:
+        model = replace(model, cnn=CnnConfig(**card.model_settings))
     return model
-
-
-def expand_images(items: list[str | Path]) -> list[Path]:
-    """Image files given, and every image under the folders given (sorted); a missing path is a DataError."""
-    paths: list[Path] = []
-    for item in items:
-        path = Path(item).expanduser()
-        if path.is_dir():
-            paths += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-        elif path.exists():
-            paths.append(path)
-        else:
-            raise DataError(f"image {str(path)!r} does not exist.")
-    if not paths:
-        raise DataError("no images given: pass image files or folders that contain images.")
-    return paths
 
 
 def _versions() -> dict[str, str]:
@@ -164,7 +106,7 @@ def _versions() -> dict[str, str]:
 
     import torch
 
-    from fastcls import __version__
+    from fastcls.version import __version__
 
     versions = {
         "fastcls": __version__,
@@ -176,17 +118,6 @@ def _versions() -> dict[str, str]:
         if module is not None:
             versions[name] = getattr(module, "__version__", "?")
     return versions
-
-
-def rank_predictions(probs: Any, paths: Sequence[str | Path], classes: Sequence[str], top: int) -> list[Prediction]:
-    """One Prediction per row of an (N, classes) probability array: its `top` classes, best first."""
-    k = max(1, min(top, len(classes)))
-    results = []
-    for path, row in zip(paths, probs, strict=True):
-        order = row.argsort()[::-1][:k]
-        ranked = [(classes[i], float(row[i])) for i in order]
-        results.append(Prediction(str(path), ranked[0][0], ranked[0][1], ranked))
-    return results
 
 
 def check_names(config: Config) -> None:
@@ -316,7 +247,7 @@ class ImageClassifier:
         check_names(config)
         seed_everything(settings.seed)
         spec = resolve_arch(config.model.arch)
-        card = _run_card(config.model.weights)
+        card = ModelCard.find(config.model.weights)
         if card is not None:
             config.model = model_from_card(config.model, card, spec.name)
             if spec.family == "cnn":
@@ -324,7 +255,7 @@ class ImageClassifier:
         source = resolve_source(config.data.source, config.data.valid_pct, settings.seed)
         source = source.with_fraction(config.data.fraction, settings.seed)
         if card is not None:  # the weights' own normalisation; the size may change
-            prep = Preprocessing.from_dict(card["preprocessing"])
+            prep = Preprocessing.from_dict(card.preprocessing)
             prep = replace(prep, size=config.data.size or prep.size)
         else:
             prep = default_preprocessing(spec, config.data.size, _median_side(source.split("train")))
@@ -372,14 +303,14 @@ class ImageClassifier:
         metrics_path = Path(log_dir) / "metrics.csv" if log_dir is not None else None
         extra = []
         if settings.embed_every and log_dir is not None:
-            from fastcls.interpret.snapshots import EmbeddingSnapshots
+            from fastcls.train.snapshots import EmbeddingSnapshots
 
             done = int(resume.state["epoch"]) if resume is not None else 0
             extra.append(EmbeddingSnapshots(settings.embed_every, Path(log_dir), valid, start_epoch=done))
         sensitive = {}
         for key in ("freeze_sensitive", "boost_sensitive"):
             if getattr(settings, key):
-                from fastcls.sensitivity import read_sensitive
+                from fastcls.train.sensitive import read_sensitive
 
                 sensitive[key] = read_sensitive(getattr(settings, key))
         trainer = Trainer(
@@ -618,26 +549,31 @@ class ImageClassifier:
         return rank_predictions(probs, paths, self.classes, top)
 
     # -- saving and loading -------------------------------------------------------------------
-    def model_card(self) -> dict[str, Any]:
-        """The content of model.json: everything needed to rebuild and feed the model."""
+    def model_card(self) -> ModelCard:
+        """The run's model.json: everything needed to rebuild and feed the model."""
         self._require_trained()
+        return ModelCard(
+            arch=self.config.model.arch,
+            family=self.family,
+            model_settings=asdict(self.config.model.cnn) if self.family == "cnn" else {},
+            classes=list(self.classes),
+            preprocessing=self.preprocessing.to_dict(),
+            data=self.config.data.source,
+            epochs=len(self.history),
+            planned_epochs=self.planned_epochs,
+            stopped=self.stopped,
+            metrics=self.metrics,
+            checkpoints=self.checkpoint_epochs,
+            created=datetime.now().isoformat(timespec="seconds"),
+            extra=self._card_extra(),
+        )
+
+    def _card_extra(self) -> dict[str, Any]:
+        """model.json's record of how the model was trained, beyond what rebuilding it needs."""
         return {
-            "format": MODEL_FORMAT,
-            "arch": self.config.model.arch,
-            "family": self.family,
-            "model_settings": asdict(self.config.model.cnn) if self.family == "cnn" else {},
-            "num_classes": len(self.classes),
-            "classes": list(self.classes),
-            "preprocessing": self.preprocessing.to_dict(),
-            "data": self.config.data.source,
-            "epochs": len(self.history),
-            "planned_epochs": self.planned_epochs,
-            "stopped": self.stopped,
-            "metrics": self.metrics,
             "pretrained": self.config.model.pretrained,
             "weights": self.config.model.weights,
             "strategy": self.config.train.strategy,
-            "checkpoints": self.checkpoint_epochs,
             "frozen_tensors": self.sensitive_tensors["frozen"],
             "boosted_tensors": self.sensitive_tensors["boosted"],
             "diverged": self.diverged,
@@ -648,7 +584,6 @@ class ImageClassifier:
                 else None
             ),
             "versions": _versions(),
-            "created": datetime.now().isoformat(timespec="seconds"),
         }
 
     def write_files(self, folder: str | Path, final: str | Path) -> None:
@@ -666,7 +601,7 @@ class ImageClassifier:
         atomic_write_bytes(folder / "model.safetensors", tmp.read_bytes())
         tmp.unlink()
         card = self.model_card()
-        atomic_write_text(folder / "model.json", json.dumps(card, indent=2) + "\n")
+        card.write(folder)
         final = Path(final)
         config = self.config.merged({"run": {"name": final.name, "root": str(final.parent), "out": None}})
         atomic_write_text(folder / "config.toml", config.to_toml())
@@ -675,9 +610,9 @@ class ImageClassifier:
             training_curves(
                 self.history,
                 folder / "plots" / "curves.png",
-                title=f"{card['arch']} on {card['data']}",
+                title=f"{card.arch} on {card.data}",
             )
-        atomic_write_text(folder / "report.md", run_report(card, self.history, config))
+        atomic_write_text(folder / "report.md", run_report(card.to_dict(), self.history, config))
 
     def save(self, path: str | Path, exist_ok: bool = False) -> Path:
         """Write a complete run folder at `path` (never half-written); returns the path."""
@@ -701,17 +636,17 @@ def load(path: str | Path) -> ImageClassifier:
     from fastcls.models.registry import ArchSpec, build_model
 
     folder = require_run(path)
-    card = _read_card(folder)
-    _require_classifier(card, folder)
+    card = ModelCard.read(folder)
+    card.require_classifier(folder)
+    arch, family, classes = card.arch, card.family, card.classes
     try:
-        arch, family, classes = card["arch"], card["family"], list(card["classes"])
-        prep = Preprocessing.from_dict(card["preprocessing"])
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        prep = Preprocessing.from_dict(card.preprocessing)
+    except (KeyError, TypeError, ValueError) as exc:
         raise RunError(f"{folder}/model.json is damaged or from another tool ({exc}).") from None
     config = load_config(folder / "config.toml") if (folder / "config.toml").is_file() else Config()
     config = config.merged({"model": {"arch": arch}})
-    if family == "cnn" and card.get("model_settings"):
-        config = config.merged({"model": {"cnn": card["model_settings"]}})
+    if family == "cnn" and card.model_settings:
+        config = config.merged({"model": {"cnn": card.model_settings}})
     model = build_model(
         ArchSpec(arch, arch, family), len(classes), prep.size, config.model.cnn, config.model.head_dropout
     )
@@ -725,8 +660,8 @@ def load(path: str | Path) -> ImageClassifier:
 
     clf.model, clf.classes, clf.preprocessing, clf.family = model.to(pick_device()).eval(), classes, prep, family
     clf.history = read_metrics(folder / "metrics.csv")
-    clf.metrics = card.get("metrics", {})
-    clf.stopped, clf.planned_epochs = card.get("stopped"), card.get("planned_epochs", len(clf.history))
+    clf.metrics = card.metrics
+    clf.stopped, clf.planned_epochs = card.stopped, card.planned_epochs or len(clf.history)
     clf.distributed = card.get("distributed")
     return clf
 
@@ -848,14 +783,14 @@ def _stopped_run(path: Path) -> tuple[Resume, Config]:
     from fastcls.train.resume import read_resume_point
 
     folder = require_run(path)
-    card = _read_card(folder)
-    _require_classifier(card, folder)
-    if not card.get("stopped"):
+    card = ModelCard.read(folder)
+    card.require_classifier(folder)
+    if not card.stopped:
         raise RunError(
-            f"{folder} finished its {card.get('epochs', '?')} epochs, so there is nothing to resume; to train "
-            f"further, fine-tune from it: fastcls finetune DATA --arch {card.get('arch', 'ARCH')} --weights {folder}"
+            f"{folder} finished its {card.epochs} epochs, so there is nothing to resume; to train "
+            f"further, fine-tune from it: fastcls finetune DATA --arch {card.arch} --weights {folder}"
         )
-    state, history, states, epochs = read_resume_point(folder, card.get("checkpoints"))
+    state, history, states, epochs = read_resume_point(folder, card.checkpoints)
     config = load_config(folder / "config.toml").merged({"run": {"out": str(folder), "exist_ok": True}})
     return Resume(state, history, states, epochs), config
 

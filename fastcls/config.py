@@ -14,6 +14,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from fastcls.aug_settings import AUTO_AUGMENTS, resolve_settings
 from fastcls.errors import ConfigError, did_you_mean
 
 __all__ = [
@@ -115,8 +116,6 @@ class AugConfig:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "preset"}
 
     def validate(self) -> None:
-        from fastcls.data.augment import AUTO_AUGMENTS, resolve_settings
-
         values = resolve_settings(self.preset, self.overrides())
         _check_range("crop_scale", values["crop_scale"], 0.0, 1.0)
         _check_range("crop_ratio", values["crop_ratio"], 1.0, 10.0)

@@ -28,14 +28,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fastcls.errors import ConfigError, DataError, FastclsError, RunError, did_you_mean
+from fastcls.model_card import ModelCard
+from fastcls.predictions import Prediction, expand_images
+from fastcls.registry import Registry
 from fastcls.runs import atomic_write_bytes, atomic_write_text, require_run
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from fastcls.api import ImageClassifier, Prediction
+    from fastcls.api import ImageClassifier
     from fastcls.data.sources import ImageSource
-    from fastcls.export.onnx_predictor import OnnxClassifier
     from fastcls.reporting import Reporter
 
 __all__ = [
@@ -53,7 +55,6 @@ __all__ = [
     "fit_weights",
     "get_method",
     "load_ensemble",
-    "load_predictor",
     "parse_weights",
 ]
 
@@ -107,7 +108,7 @@ def _geometric(probs: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return unnormalised / unnormalised.sum(-1, keepdims=True)
 
 
-VOTE_METHODS: dict[str, VoteMethod] = {
+VOTE_METHODS: Registry[VoteMethod] = Registry("vote method", {
     method.name: method
     for method in (
         VoteMethod("hard", _hard, False, False, "majority of the members' top classes (ties go to --prefer)"),
@@ -115,15 +116,11 @@ VOTE_METHODS: dict[str, VoteMethod] = {
         VoteMethod("weighted", _weighted, True, True, "weighted mean of probabilities (--weights 1,1,2 or auto)"),
         VoteMethod("geometric", _geometric, True, False, "mean of log-probabilities, renormalised"),
     )
-}
+})  # fmt: skip
 
 
 def get_method(name: str) -> VoteMethod:
-    if name not in VOTE_METHODS:
-        raise ConfigError(
-            f"vote method {name!r} is not one of {', '.join(VOTE_METHODS)}.{did_you_mean(name, VOTE_METHODS)}"
-        )
-    return VOTE_METHODS[name]
+    return VOTE_METHODS.lookup(name)
 
 
 def combine(
@@ -269,11 +266,12 @@ class _Member:
 
     def __init__(self, path: str | Path) -> None:
         self.path = require_run(path).resolve()
+        self.card = ModelCard.read(self.path)
+        self.card.require_classifier(self.path)
+        self.classes = self.card.classes
         try:
-            self.card = json.loads((self.path / "model.json").read_text(encoding="utf-8"))
-            self.classes = [str(c) for c in self.card["classes"]]
-            self.size = int(self.card["preprocessing"]["size"])
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            self.size = int(self.card.preprocessing["size"])
+        except (TypeError, ValueError) as exc:
             raise RunError(f"{self.path}/model.json is damaged or from another tool ({exc}).") from None
         self.name = self.path.name
         self._clf: ImageClassifier | None = None
@@ -703,7 +701,7 @@ class VoteResult:
 
     def save(self, folder: str | Path) -> Path:
         """Write predictions.csv, then ensemble.json (each atomically); `fastcls predict` reads the json."""
-        from fastcls import __version__
+        from fastcls.version import __version__
 
         folder = Path(folder).expanduser()
         if folder.exists() and not folder.is_dir():
@@ -759,8 +757,6 @@ class EnsembleClassifier:
     def _vote(self, images: list[str | Path] | str | Path):
         import numpy as np
 
-        from fastcls.api import expand_images
-
         paths = expand_images([images] if isinstance(images, str | Path) else list(images))
         stacked, kept_all = [], np.ones(len(paths), dtype=bool)
         for member, name in zip(self.ensemble.members, self.ensemble.names, strict=True):
@@ -779,8 +775,6 @@ class EnsembleClassifier:
 
     def predict(self, images: list[str | Path] | str | Path, top: int = 3) -> list[Prediction]:
         """The ensemble's class for each image, with the `top` classes and their scores."""
-        from fastcls.api import Prediction
-
         scores, ranked, paths = self._vote(images)
         k = max(1, min(top, len(self.classes)))
         results = []
@@ -819,20 +813,3 @@ def load_ensemble(path: str | Path) -> EnsembleClassifier:
     except ConfigError:
         raise RunError(f"{file}: its preferred member {prefer} is not among its members.") from None
     return EnsembleClassifier(ensemble, method, weights, prefer_index, tta)
-
-
-def load_predictor(path: str | Path) -> ImageClassifier | EnsembleClassifier | OnnxClassifier:
-    """A run folder -> `fastcls.load`; an ensemble.json, or a folder with one and no model.json -> `load_ensemble`;
-    an .onnx file from `fastcls export` -> an onnxruntime classifier (no torch)."""
-    target = Path(path).expanduser()
-    if target.suffix.lower() == ".onnx" and not target.is_dir():
-        from fastcls.export.onnx_predictor import load_onnx
-
-        return load_onnx(target)
-    is_json = target.is_file() and target.suffix.lower() == ".json" and target.name != "model.json"
-    holds_json = target.is_dir() and (target / "ensemble.json").is_file() and not (target / "model.json").is_file()
-    if is_json or holds_json:
-        return load_ensemble(target)
-    from fastcls.api import load
-
-    return load(target)

@@ -8,10 +8,11 @@ from typing import Any
 
 from fastcls.runs import atomic_write_bytes
 
-__all__ = ["lr_find_plot", "training_curves"]
+__all__ = ["lr_find_plot", "pyplot", "save_figure", "training_curves"]
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (files only; no display is needed), imported on first use."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -20,8 +21,9 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: str | Path) -> Path:
-    plt = _pyplot()
+def save_figure(fig, path: str | Path) -> Path:
+    """Write `fig` as PNG atomically and close it."""
+    plt = pyplot()
     if fig.get_layout_engine() is None:  # figures made with layout="constrained" are laid out already
         fig.tight_layout()
     buffer = io.BytesIO()
@@ -33,7 +35,7 @@ def _save(fig, path: str | Path) -> Path:
 
 def lr_find_plot(result: Any, path: str | Path) -> Path:
     """Loss against learning rate (log scale) with every suggestion marked and the pick labelled."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
     ax.plot(result.lrs, result.losses, color="tab:blue")
     markers = {"valley": "o", "steep": "s", "minimum": "v", "slide": "D"}
@@ -44,7 +46,7 @@ def lr_find_plot(result: Any, path: str | Path) -> Path:
     ax.set(xscale="log", xlabel="learning rate", ylabel="smoothed training loss", title="LR finder")
     ax.grid(alpha=0.3, which="both")
     ax.legend(loc="best")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _phase_spans(rows: list[dict[str, Any]]) -> list[tuple[str, float, float]]:
@@ -62,7 +64,7 @@ def _phase_spans(rows: list[dict[str, Any]]) -> list[tuple[str, float, float]]:
 def training_curves(rows: list[dict[str, Any]], path: str | Path, title: str = "") -> Path:
     """Loss (train and valid), accuracy (top-1 and top-5) and learning rate per epoch, side by side;
     when training had several phases (e.g. head only, then all layers) each is shaded and named."""
-    plt = _pyplot()
+    plt = pyplot()
 
     epochs = [r["epoch"] for r in rows]
     lrs = [r["lr"] for r in rows if isinstance(r.get("lr"), int | float)]
@@ -115,4 +117,4 @@ def training_curves(rows: list[dict[str, Any]], path: str | Path, title: str = "
         fig.legend(handles=handles, loc="outside lower center", ncols=min(len(spans), 6), title="training phases")
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)

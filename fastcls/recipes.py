@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fastcls.errors import ConfigError, did_you_mean
+from fastcls.registry import Registry
 from fastcls.runs import atomic_write_text
 
 if TYPE_CHECKING:
@@ -110,14 +111,14 @@ class StepKind:
     help: str
 
 
-STEPS: dict[str, StepKind] = {}
+STEPS: Registry[StepKind] = Registry("command")
 
 
 def register(name: str, keys: Iterable[str], help: str) -> Callable:
     """Add a step command: `@register("train", keys, "...")` over a function of a StepContext."""
 
     def decorate(function: Callable[[StepContext], StepOutput]) -> Callable[[StepContext], StepOutput]:
-        STEPS[name] = StepKind(name, frozenset(keys), function, help)
+        STEPS.register(name, StepKind(name, frozenset(keys), function, help))
         return function
 
     return decorate
@@ -499,10 +500,7 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = (), smoke: bool = F
             raise RecipeError(f"{where}: step {n} has no command; give one of {', '.join(STEPS)}.")
         entry = dict(entry)
         command = entry.pop("command")
-        if command not in STEPS:
-            raise RecipeError(
-                f"{where}: step {n} command {command!r} is not one of {', '.join(STEPS)}.{did_you_mean(command, STEPS)}"
-            )
+        STEPS.lookup(command, prefix=f"{where}: step {n} ", error=RecipeError)
         step_id = entry.pop("id", None) or (command if commands.count(command) == 1 else None)
         if step_id is None:
             raise RecipeError(f'{where}: several steps run {command!r}; give each an id (id = "small").')

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import csv
 import io
-import json
-import os
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from fastcls.atomic import atomic_write_bytes, atomic_write_text
 from fastcls.errors import RunError
+from fastcls.model_card import ModelCard
 
 __all__ = [
     "METRIC_COLUMNS",
@@ -42,36 +41,6 @@ METRIC_COLUMNS = (
     "group_lrs",
 )
 MODEL_FILES = ("model.json", "model.safetensors")
-
-
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
-
-
-_UMASK = _umask()
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write via a temp file in the same folder, fsync, then rename: readers see old or new, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; a run's files get the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def write_metrics(path: str | Path, rows: list[dict[str, Any]]) -> None:
@@ -152,23 +121,22 @@ def list_runs(root: str | Path = "runs") -> list[RunInfo]:
         if folder.name.startswith(".") or not (folder / "model.json").is_file():
             continue
         try:
-            meta = json.loads((folder / "model.json").read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
+            card = ModelCard.read(folder)
+        except RunError:  # damaged or foreign: not listed
             continue
         rows = read_metrics(folder / "metrics.csv")
         accuracies = [r["accuracy"] for r in rows if isinstance(r.get("accuracy"), float | int)]
-        metrics = meta.get("metrics", {})
         infos.append(
             RunInfo(
                 path=folder,
-                arch=meta.get("arch", "?"),
-                classes=len(meta.get("classes", [])),
+                arch=card.arch,
+                classes=card.num_classes,
                 epochs=len(rows),
                 best_accuracy=max(accuracies) if accuracies else None,
-                final_accuracy=metrics.get("accuracy"),
-                test_accuracy=metrics.get("test_accuracy"),
-                created=meta.get("created", ""),
-                stopped=meta.get("stopped"),
+                final_accuracy=card.metrics.get("accuracy"),
+                test_accuracy=card.metrics.get("test_accuracy"),
+                created=card.created,
+                stopped=card.stopped,
             )
         )
     return sorted(infos, key=lambda info: info.created, reverse=True)

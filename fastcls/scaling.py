@@ -26,7 +26,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fastcls.errors import ConfigError, FastclsError, RunError, did_you_mean
+from fastcls.errors import ConfigError, FastclsError, RunError
+from fastcls.registry import Registry
 from fastcls.runs import atomic_write_text
 
 if TYPE_CHECKING:
@@ -61,13 +62,17 @@ class Init:
     help: str
 
 
-INITS: dict[str, Init] = {
-    i.name: i
-    for i in (
-        Init("none", "train", False, "random initialisation, every layer trained (strategy full)"),
-        Init("pretrained", "finetune", True, "the arch's pretrained weights, fine-tuned (default freeze-unfreeze)"),
-    )
-}
+INITS: Registry[Init] = Registry(
+    "weights",
+    {
+        i.name: i
+        for i in (
+            Init("none", "train", False, "random initialisation, every layer trained (strategy full)"),
+            Init("pretrained", "finetune", True, "the arch's pretrained weights, fine-tuned (default freeze-unfreeze)"),
+        )
+    },
+    hint=" (the init of a cell); e.g. --weights none,pretrained",
+)
 
 
 @dataclass
@@ -251,11 +256,7 @@ def scaling(
     arch_list = parse_list(archs, "arch")
     init_list = parse_list(inits, "weights")
     for name in init_list:
-        if name not in INITS:
-            raise ConfigError(
-                f"weights {name!r} is not one of {', '.join(INITS)} (the init of a cell); "
-                f"e.g. --weights none,pretrained.{did_you_mean(name, INITS)}"
-            )
+        INITS.check(name)
     values = sorted({parse_fraction(f) for f in parse_list(fractions, "fractions")})
     if "pretrained" in init_list and "cnn" in [a.lower() for a in arch_list]:
         raise ConfigError(
@@ -330,9 +331,9 @@ def _results_csv(cells: list[Cell]) -> str:
 def _scaling_plot(cells: list[Cell], path: Path, title: str) -> Path:
     """Valid accuracy (solid) and train accuracy (dashed) against training images, log x,
     one colour per arch × init: the gap between them is overfitting, the slope is the data's worth."""
-    from fastcls.plots import _pyplot, _save
+    from fastcls.plots import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=100)
     lines: dict[tuple[str, str], list[Cell]] = {}
     for cell in cells:
@@ -347,4 +348,4 @@ def _scaling_plot(cells: list[Cell], path: Path, title: str) -> Path:
     ax.set(xlabel="training images (log scale)", ylabel="accuracy", ylim=(0, 1.02), title=title)
     ax.grid(alpha=0.3, which="both")
     ax.legend(loc="lower right", fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)

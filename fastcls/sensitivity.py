@@ -46,8 +46,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fastcls.errors import ConfigError, RunError, did_you_mean
+from fastcls.errors import ConfigError, did_you_mean
+from fastcls.registry import Registry
 from fastcls.runs import atomic_write_text
+from fastcls.train.sensitive import CSV_COLUMNS, CSV_NAME, check_sensitive_names, read_sensitive
 
 if TYPE_CHECKING:
     import torch
@@ -70,9 +72,6 @@ __all__ = [
     "sensitivity",
 ]
 
-CSV_NAME = "sensitivity.csv"
-# The six columns the issue names, then what the file ranks (read_sensitive refuses module/group files).
-CSV_COLUMNS = ("rank", "name", "shape", "numel", "score", "norm_score", "method", "per")
 PER = ("tensor", "module", "group")
 PRESELECT = "grad-norm"  # the cheap method that picks ablation's candidates
 
@@ -87,14 +86,16 @@ class SensitivityMethod:
     summary: str
 
 
-METHODS: dict[str, SensitivityMethod] = {}
+METHODS: Registry[SensitivityMethod] = Registry(
+    "sensitivity method", hint="; pass --method grad-norm (or another of them)"
+)
 
 
 def register(name: str, summary: str) -> Callable:
     """Add a method to `METHODS` under `name`: the CLI, the tests and the docs pick it up from there."""
 
     def decorate(function: Callable[[_Probe, list[_Unit]], _Scores]) -> Callable:
-        METHODS[name] = SensitivityMethod(name, function, summary)
+        METHODS.register(name, SensitivityMethod(name, function, summary))
         return function
 
     return decorate
@@ -365,9 +366,9 @@ class SensitivityResult:
 
     def plot_top(self, path: str | Path, top: int = 20) -> Path:
         """A horizontal bar chart of the `top` scores, most sensitive at the top."""
-        from fastcls.plots import _pyplot, _save
+        from fastcls.plots import pyplot, save_figure
 
-        plt = _pyplot()
+        plt = pyplot()
         rows = [row for row in self.rows[:top] if row.score is not None]
         fig, ax = plt.subplots(figsize=(8, 1.2 + 0.28 * max(len(rows), 1)), dpi=100)
         ax.barh(range(len(rows)), [row.score for row in rows], color="tab:blue")
@@ -375,14 +376,14 @@ class SensitivityResult:
         ax.invert_yaxis()
         ax.set(xlabel=f"{self.method} score", title=f"{self.method} sensitivity: top {len(rows)} {self.per}s")
         ax.grid(alpha=0.3, axis="x")
-        return _save(fig, path)
+        return save_figure(fig, path)
 
     def plot_depth(self, path: str | Path, top: int = 20) -> Path:
         """Score against position in the model (log scale when all scores are positive), the `top`
         marked, and the layer groups shaded, to see where in depth the sensitivity sits."""
-        from fastcls.plots import _pyplot, _save
+        from fastcls.plots import pyplot, save_figure
 
-        plt = _pyplot()
+        plt = pyplot()
         rows = sorted((row for row in self.rows if row.score is not None), key=lambda row: row.position)
         fig, ax = plt.subplots(figsize=(10, 4), dpi=100)
         spans: dict[str, list[int]] = {}
@@ -413,7 +414,7 @@ class SensitivityResult:
         ax.set(xlabel=f"{self.per} position in the model (input → output)", ylabel=f"{self.method} score")
         ax.grid(alpha=0.3, which="both")
         ax.legend(loc="best")
-        return _save(fig, path)
+        return save_figure(fig, path)
 
     def save(self, path: str | Path, top: int = 20) -> dict[str, Path]:
         """The CSV at `path`, and `plots/<stem>_top.png`, `plots/<stem>_depth.png` beside it."""
@@ -491,7 +492,7 @@ def rank_parameters(
 
     from fastcls.reporting import as_reporter
 
-    _check_choice("method", method, METHODS, "--method")
+    METHODS.check(method)
     _check_choice("per", per, PER, "--per")
     _check_positive("candidates", candidates)
     units = _units(model, per)
@@ -544,7 +545,7 @@ def sensitivity(
     from fastcls.data.pipeline import scoring_loader
     from fastcls.reporting import as_reporter
 
-    _check_choice("method", method, METHODS, "--method")
+    METHODS.check(method)
     _check_choice("per", per, PER, "--per")
     for name, value in (("--top", top), ("--batches", batches), ("--candidates", candidates), ("--bs", bs)):
         _check_positive(name, value)
@@ -571,77 +572,3 @@ def sensitivity(
     result = rank_parameters(clf.model, loader, method, per, candidates or top, seed, report)
     result.data, result.split = spec, split
     return result
-
-
-def read_sensitive(spec: str) -> list[str]:
-    """The top-K tensor names of a sensitivity file, from `FILE:K` (FILE: a CSV or a run folder).
-
-    What `fastcls finetune --freeze-sensitive FILE:K` and `--boost-sensitive FILE:K` take. The file
-    must rank tensors (`--per tensor`, the default): the optimiser needs parameter names.
-
-    >>> read_sensitive("runs/digits-cnn:2")  # doctest: +SKIP
-    ['head.out.weight', 'head.fc.weight']
-    """
-    example = f"e.g. runs/x/{CSV_NAME}:2 or runs/x:2"
-    text, colon, k_text = str(spec).rpartition(":")
-    if not colon or not text:
-        raise ConfigError(
-            f"{spec!r} is not FILE:K; give a sensitivity file (or its run folder) and a count, {example}."
-        )
-    try:
-        k = int(k_text)
-    except ValueError:
-        k = 0
-    if k < 1:
-        raise ConfigError(f"in {spec!r}, K must be a whole number of at least 1, not {k_text!r}; {example}.")
-    path = Path(text).expanduser()
-    if path.is_dir():
-        path = path / CSV_NAME
-        if not path.is_file():
-            raise RunError(
-                f"{path.parent} has no {CSV_NAME}; run `fastcls sensitivity {path.parent}` first, or give the CSV."
-            )
-    elif not path.is_file():
-        raise RunError(f"sensitivity file {str(path)!r} does not exist; run `fastcls sensitivity RUN` to make one.")
-    with path.open(newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    columns = set(rows[0]) if rows else set()
-    if not {"rank", "name"} <= columns:
-        raise ConfigError(
-            f"{path} is not a sensitivity file (it needs columns {', '.join(CSV_COLUMNS[:6])}); "
-            "make one with `fastcls sensitivity RUN`."
-        )
-    pers = {row.get("per") or "tensor" for row in rows}
-    if pers != {"tensor"}:
-        found = ", ".join(sorted(pers - {"tensor"}))
-        raise ConfigError(
-            f"{path} ranks {found}s, but freezing or boosting needs parameter tensor names; "
-            f"rerun `fastcls sensitivity RUN --per tensor`."
-        )
-    if k > len(rows):
-        raise ConfigError(
-            f"{spec!r} asks for the top {k} tensors but {path} ranks only {len(rows)}; use K <= {len(rows)}."
-        )
-    try:
-        rows.sort(key=lambda row: int(row["rank"]))
-    except (TypeError, ValueError):
-        raise ConfigError(
-            f"{path} has a rank that is not a whole number; rewrite it with `fastcls sensitivity`."
-        ) from None
-    return [row["name"] for row in rows[:k]]
-
-
-def check_sensitive_names(names: Sequence[str], available: Iterable[str], source: str = "the sensitivity file") -> None:
-    """Raise a ConfigError naming the tensors of `names` that the model does not have.
-
-    For the finetune side: a file made for another architecture would otherwise fail deep inside.
-    """
-    available = list(available)
-    known = set(available)
-    missing = [name for name in names if name not in known]
-    if missing:
-        raise ConfigError(
-            f"{source} names tensors this model does not have: {', '.join(missing[:5])}"
-            f"{' …' if len(missing) > 5 else ''}; was it made for another --arch? Rerun `fastcls sensitivity` "
-            f"on a run of this architecture.{did_you_mean(missing[0], available)}"
-        )

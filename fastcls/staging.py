@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from fastcls.errors import RunError
+from fastcls.model_card import ModelCard
 from fastcls.runs import atomic_write_text
 
 try:
@@ -211,13 +212,13 @@ class StagedRun:
 def _exists_message(final: Path) -> str:
     hint = "choose another --name/--out, or pass --exist-ok to replace its files."
     try:
-        card = json.loads((final / "model.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        card = ModelCard.find(final)
+    except RunError:
         card = None
-    if isinstance(card, dict) and card.get("stopped") and (final / "checkpoints" / "resume.pt").is_file():
+    if card is not None and card.stopped and (final / "checkpoints" / "resume.pt").is_file():
         hint = (
-            f"it stopped after epoch {card.get('epochs', '?')} of {card.get('planned_epochs', '?')} "
-            f"({card['stopped']}); continue it with `fastcls train --resume {final}`, or {hint}"
+            f"it stopped after epoch {card.epochs} of {card.planned_epochs or '?'} "
+            f"({card.stopped}); continue it with `fastcls train --resume {final}`, or {hint}"
         )
     return f"run folder {final} already exists and is not empty; {hint}"
 

@@ -40,7 +40,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fastcls.config import settings_differences
-from fastcls.errors import ConfigError, FastclsError, did_you_mean
+from fastcls.errors import ConfigError, FastclsError
+from fastcls.registry import Registry
 from fastcls.runs import atomic_write_text
 
 if TYPE_CHECKING:
@@ -196,35 +197,38 @@ def _int_grid(param: Param) -> list[int]:
     return list(range(int(param.low), int(param.high) + 1, int(param.step or 1)))
 
 
-PARAM_TYPES: dict[str, ParamType] = {
-    kind.name: kind
-    for kind in (
-        ParamType(
-            "float",
-            ("low", "high", "log", "step"),
-            _parse_float,
-            lambda trial, p: trial.suggest_float(p.name, p.low, p.high, log=p.log, step=p.step),
-            _float_grid,
-            '{ type = "float", low = 1e-4, high = 1e-2, log = true }',
-        ),
-        ParamType(
-            "int",
-            ("low", "high", "log", "step"),
-            _parse_int,
-            lambda trial, p: trial.suggest_int(p.name, int(p.low), int(p.high), step=int(p.step or 1), log=p.log),
-            _int_grid,
-            '{ type = "int", low = 2, high = 5 }',
-        ),
-        ParamType(
-            "choice",
-            ("values",),
-            _parse_choice,
-            lambda trial, p: trial.suggest_categorical(p.name, list(p.values)),
-            lambda p: list(p.values),
-            '{ type = "choice", values = [16, 32] }',
-        ),
-    )
-}
+PARAM_TYPES: Registry[ParamType] = Registry(
+    "type",
+    {
+        kind.name: kind
+        for kind in (
+            ParamType(
+                "float",
+                ("low", "high", "log", "step"),
+                _parse_float,
+                lambda trial, p: trial.suggest_float(p.name, p.low, p.high, log=p.log, step=p.step),
+                _float_grid,
+                '{ type = "float", low = 1e-4, high = 1e-2, log = true }',
+            ),
+            ParamType(
+                "int",
+                ("low", "high", "log", "step"),
+                _parse_int,
+                lambda trial, p: trial.suggest_int(p.name, int(p.low), int(p.high), step=int(p.step or 1), log=p.log),
+                _int_grid,
+                '{ type = "int", low = 2, high = 5 }',
+            ),
+            ParamType(
+                "choice",
+                ("values",),
+                _parse_choice,
+                lambda trial, p: trial.suggest_categorical(p.name, list(p.values)),
+                lambda p: list(p.values),
+                '{ type = "choice", values = [16, 32] }',
+            ),
+        )
+    },
+)
 
 
 def parse_space(raw: Mapping[str, Any]) -> list[Param]:
@@ -250,11 +254,7 @@ def parse_space(raw: Mapping[str, Any]) -> list[Param]:
                 f"space entry {name!r} must be a table with a type, e.g. {name} = {PARAM_TYPES['choice'].example}."
             )
         kind = spec["type"]
-        if kind not in PARAM_TYPES:
-            raise ConfigError(
-                f"space entry {name!r}: type {kind!r} is not one of {', '.join(PARAM_TYPES)}."
-                f"{did_you_mean(str(kind), PARAM_TYPES)}"
-            )
+        PARAM_TYPES.check(kind, prefix=f"space entry {name!r}: ")
         extra = sorted(set(spec) - {"type", *PARAM_TYPES[kind].keys})
         if extra:
             raise ConfigError(
@@ -293,7 +293,9 @@ def _grid(params: list[Param], seed: int | None):
     return optuna.samplers.GridSampler({p.name: p.grid() for p in params}, seed=seed)
 
 
-SAMPLERS: dict[str, Callable[[list[Param], int | None], Any]] = {"tpe": _tpe, "random": _random, "grid": _grid}
+SAMPLERS: Registry[Callable[[list[Param], int | None], Any]] = Registry(
+    "sampler", {"tpe": _tpe, "random": _random, "grid": _grid}, hint="; pass --sampler tpe (or another of them)"
+)
 
 
 def _median():
@@ -309,7 +311,9 @@ def _no_pruning():
     return optuna.pruners.NopPruner()
 
 
-PRUNERS: dict[str, Callable[[], Any]] = {"median": _median, "none": _no_pruning}
+PRUNERS: Registry[Callable[[], Any]] = Registry(
+    "pruner", {"median": _median, "none": _no_pruning}, hint="; pass --pruner median (or another of them)"
+)
 
 
 @dataclass(frozen=True)
@@ -323,17 +327,11 @@ class Metric:
         return a > b if self.direction == "maximize" else a < b
 
 
-METRICS: dict[str, Metric] = {m.name: m for m in (Metric("accuracy", "maximize"), Metric("top5", "maximize"),
-                                                  Metric("valid_loss", "minimize"))}  # fmt: skip
-
-
-def _choose(kind: str, value: str, choices: Mapping[str, Any], flag: str) -> Any:
-    if value not in choices:
-        raise ConfigError(
-            f"{kind} {value!r} is not one of {', '.join(choices)}; pass {flag} {next(iter(choices))} "
-            f"(or another of them).{did_you_mean(value, choices)}"
-        )
-    return choices[value]
+METRICS: Registry[Metric] = Registry(
+    "metric",
+    {m.name: m for m in (Metric("accuracy", "maximize"), Metric("top5", "maximize"), Metric("valid_loss", "minimize"))},
+    hint="; pass --metric accuracy (or another of them)",
+)
 
 
 # -- results ------------------------------------------------------------------------------------
@@ -792,9 +790,9 @@ def sweep(
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise ConfigError(f"{name} must be a whole number of at least {least}, not {value!r}.")
     params = list(space) if isinstance(space, list) else load_space(space)
-    make_sampler = _choose("sampler", sampler, SAMPLERS, "--sampler")
-    make_pruner = _choose("pruner", pruner, PRUNERS, "--pruner")
-    goal = _choose("metric", metric, METRICS, "--metric")
+    make_sampler = SAMPLERS.lookup(sampler)
+    make_pruner = PRUNERS.lookup(pruner)
+    goal = METRICS.lookup(metric)
     flat = dict(settings or {})
     clash = sorted(set(flat) & {p.name for p in params})
     if clash:
@@ -1060,9 +1058,9 @@ def sweep_outputs(
 # -- plots (matplotlib, drawn from the rows) ------------------------------------------------------
 def _trials_plot(rows: list[TrialRow], metric: str, goal: Metric, path: Path) -> Path:
     """The metric of each trial in order, pruned trials at their last report, and the best so far."""
-    from fastcls.plots import _pyplot, _save
+    from fastcls.plots import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=100)
     done = [r for r in rows if r.state == "complete" and r.value is not None]
     ax.plot([r.number for r in done], [r.value for r in done], "o", color="tab:blue", label="complete")
@@ -1081,7 +1079,7 @@ def _trials_plot(rows: list[TrialRow], metric: str, goal: Metric, path: Path) ->
     ax.set(xlabel="trial", ylabel=metric, title=f"{metric} per trial")
     ax.grid(alpha=0.3)
     ax.legend(loc="best")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _axis_position(param: Param, value: Any) -> float:
@@ -1098,9 +1096,9 @@ def _axis_position(param: Param, value: Any) -> float:
 def _parallel_plot(rows: list[TrialRow], params: list[Param], metric: str, path: Path) -> Path:
     """Parallel coordinates: one axis per swept setting plus the metric, one line per trial,
     coloured by the metric (bright is high), so good regions show as bundles of bright lines."""
-    from fastcls.plots import _pyplot, _save
+    from fastcls.plots import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     values = [r.value for r in rows]
     lo, hi = min(values), max(values)
     span = hi - lo or 1.0
@@ -1124,13 +1122,13 @@ def _parallel_plot(rows: list[TrialRow], params: list[Param], metric: str, path:
     ax.set_yticks([])
     ax.set_xlim(-0.2, len(params) + 0.5)
     ax.set_title(f"{len(rows)} complete trials (colour: {metric})")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _importance_plot(shares: dict[str, float], path: Path) -> Path:
-    from fastcls.plots import _pyplot, _save
+    from fastcls.plots import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     names = list(shares)
     fig, ax = plt.subplots(figsize=(6, 1.2 + 0.35 * len(names)), dpi=100)
     ax.barh(range(len(names)), [shares[n] for n in names], color="tab:blue")
@@ -1138,4 +1136,4 @@ def _importance_plot(shares: dict[str, float], path: Path) -> Path:
     ax.invert_yaxis()
     ax.set(xlabel="fANOVA importance (share of the score's variance)", xlim=(0, 1), title="Parameter importance")
     ax.grid(alpha=0.3, axis="x")
-    return _save(fig, path)
+    return save_figure(fig, path)

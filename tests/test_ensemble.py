@@ -12,8 +12,9 @@ from PIL import Image, ImageOps
 
 import fastcls
 import fastcls.ensemble as ensemble_module
-from fastcls.ensemble import VOTE_METHODS, Ensemble, combine, fit_weights, load_ensemble, load_predictor
+from fastcls.ensemble import VOTE_METHODS, Ensemble, combine, fit_weights, load_ensemble
 from fastcls.errors import ConfigError, DataError
+from fastcls.export.predictors import load_predictor
 from tests_support import write_class_folders
 
 # Three members, three classes, four images; member 2 is preferred on ties.

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import typer
 
-from fastcls import __version__
 from fastcls.cli import ensemble, inspect, train, use
 from fastcls.cli.common import DEBUG
 from fastcls.cli.export import register as register_export
@@ -15,6 +14,7 @@ from fastcls.cli.interpret import register as register_interpret
 from fastcls.cli.pretrain import register as register_pretrain
 from fastcls.cli.sensitivity import register as register_sensitivity
 from fastcls.cli.studies import register as register_studies
+from fastcls.version import __version__
 
 __all__ = ["app", "main"]
 

@@ -57,7 +57,7 @@ def predict(
     """Predict the class of each image with a trained run or an ensemble."""
     from rich.table import Table
 
-    from fastcls.ensemble import load_predictor
+    from fastcls.export.predictors import load_predictor
     from fastcls.runs import atomic_write_text
 
     predictions = load_predictor(run).predict(images, top=top)

@@ -16,8 +16,9 @@ from typing import Any
 
 from fastcls.data.split import stratified_split
 from fastcls.errors import DataError, did_you_mean
+from fastcls.registry import Registry
 
-__all__ = ["BUILTINS", "SUGGESTED", "builtin_source", "fastcls_home", "suggested_settings"]
+__all__ = ["BUILTINS", "SUGGESTED", "builtin_folder", "fastcls_home", "suggested_settings"]
 
 _DIGITS_VERSION = "1"
 
@@ -46,9 +47,12 @@ def _write_digits(folder: Path) -> None:
         Image.fromarray(pixels[index], mode="L").save(target / f"{index:04d}.png")
 
 
-BUILTINS: dict[str, tuple[str, Callable[[Path], None]]] = {
-    "digits": (_DIGITS_VERSION, _write_digits),
-}
+BUILTINS: Registry[tuple[str, Callable[[Path], None]]] = Registry(
+    "builtin",
+    {
+        "digits": (_DIGITS_VERSION, _write_digits),
+    },
+)
 
 
 # A built-in dataset's recipe per architecture, for the settings a user leaves unset (as timm's
@@ -70,10 +74,8 @@ def suggested_settings(source: str, arch: str) -> dict[str, Any]:
     return dict(SUGGESTED.get(source.removeprefix("builtin:"), {}).get(arch, {}))
 
 
-def builtin_source(name: str):
-    """Write the named dataset to the cache once (atomically), then read it as split folders."""
-    from fastcls.data.sources import resolve_source
-
+def builtin_folder(name: str) -> Path:
+    """Write the named dataset to the cache once (atomically); its split folders (resolve_source reads them)."""
     if name not in BUILTINS:
         raise DataError(
             f"builtin:{name} is not a built-in dataset; choose one of "
@@ -95,6 +97,4 @@ def builtin_source(name: str):
             pass
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-    source = resolve_source(folder)
-    source.spec = f"builtin:{name}"
-    return source
+    return folder

@@ -11,6 +11,7 @@ import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fastcls.data.builtin import builtin_folder
 from fastcls.data.images import IMAGE_SUFFIXES
 from fastcls.data.split import stratified_split, stratified_subset
 from fastcls.errors import DataError
@@ -181,9 +182,8 @@ def resolve_source(spec: str | Path, valid_pct: float = 0.2, seed: int = 42) -> 
     """
     text = str(spec)
     if text.startswith("builtin:"):
-        from fastcls.data.builtin import builtin_source
-
-        source = builtin_source(text.removeprefix("builtin:"))
+        source = resolve_source(builtin_folder(text.removeprefix("builtin:")))
+        source.spec = text
     else:
         path = Path(text).expanduser()
         if not path.exists():

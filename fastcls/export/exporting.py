@@ -104,7 +104,8 @@ def export(
     parity_images). Default `out`: model.<suffix> in the run folder (ensemble.<suffix> beside
     the ensemble.json). Parity uses `data` (default: what the run was trained or voted on)."""
     from fastcls.api import ImageClassifier
-    from fastcls.ensemble import EnsembleClassifier, load_predictor
+    from fastcls.ensemble import EnsembleClassifier
+    from fastcls.export.predictors import load_predictor
 
     chosen = ExportSettings(**settings)
     target = Path(source).expanduser()
@@ -244,7 +245,7 @@ def _metadata(
     output: tuple[str, str],
     mean_std: bool,
 ) -> ExportMetadata:
-    from fastcls import __version__
+    from fastcls.version import __version__
 
     dtype = "uint8" if settings.with_preprocessing else ("float16" if settings.half else "float32")
     return ExportMetadata(

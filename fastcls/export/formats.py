@@ -11,13 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from fastcls.errors import ConfigError, ExportError, did_you_mean
+from fastcls.errors import ExportError
 from fastcls.export.metadata import EXTRA_FILE, ExportMetadata
-
-if TYPE_CHECKING:
-    from fastcls.export.settings import ExportSettings
+from fastcls.registry import Registry
 
 __all__ = ["FORMATS", "ExportFormat", "get_format", "read_metadata"]
 
@@ -27,7 +25,7 @@ class ExportFormat:
     name: str
     suffix: str
     runtime: str
-    write: Callable[[Any, Any, Path, ExportMetadata, ExportSettings], tuple[ExportMetadata, list[str]]]
+    write: Callable[[Any, Any, Path, ExportMetadata, Any], tuple[ExportMetadata, list[str]]]  # .., ExportSettings
     runner: Callable[[Path], Callable[[Any], Any]]
     read: Callable[[Path], ExportMetadata]
     help: str
@@ -153,44 +151,45 @@ def _read_torchscript(path):
     return ExportMetadata.from_json(extra[EXTRA_FILE], str(path))
 
 
-FORMATS: dict[str, ExportFormat] = {
-    spec.name: spec
-    for spec in (
-        ExportFormat(
-            "onnx",
-            ".onnx",
-            "onnxruntime",
-            _write_onnx,
-            _onnx_runner,
-            _read_onnx,
-            "ONNX for onnxruntime, TensorRT, OpenVINO, mobile and C++ (torch.onnx.export)",
-        ),
-        ExportFormat(
-            "exported-program",
-            ".pt2",
-            "torch.export.load",
-            _write_program,
-            _program_runner,
-            _read_program,
-            "a torch.export program (.pt2) for torch, AOTInductor and ExecuTorch",
-        ),
-        ExportFormat(
-            "torchscript",
-            ".torchscript",
-            "torch.jit.load",
-            _write_torchscript,
-            _torchscript_runner,
-            _read_torchscript,
-            "TorchScript (torch.jit.trace) for older runtimes and LibTorch; deprecated in torch itself",
-        ),
-    )
-}
+FORMATS: Registry[ExportFormat] = Registry(
+    "--format",
+    {
+        spec.name: spec
+        for spec in (
+            ExportFormat(
+                "onnx",
+                ".onnx",
+                "onnxruntime",
+                _write_onnx,
+                _onnx_runner,
+                _read_onnx,
+                "ONNX for onnxruntime, TensorRT, OpenVINO, mobile and C++ (torch.onnx.export)",
+            ),
+            ExportFormat(
+                "exported-program",
+                ".pt2",
+                "torch.export.load",
+                _write_program,
+                _program_runner,
+                _read_program,
+                "a torch.export program (.pt2) for torch, AOTInductor and ExecuTorch",
+            ),
+            ExportFormat(
+                "torchscript",
+                ".torchscript",
+                "torch.jit.load",
+                _write_torchscript,
+                _torchscript_runner,
+                _read_torchscript,
+                "TorchScript (torch.jit.trace) for older runtimes and LibTorch; deprecated in torch itself",
+            ),
+        )
+    },
+)
 
 
 def get_format(name: str) -> ExportFormat:
-    if name not in FORMATS:
-        raise ConfigError(f"--format {name!r} is not one of {', '.join(FORMATS)}.{did_you_mean(name, FORMATS)}")
-    return FORMATS[name]
+    return FORMATS.lookup(name)
 
 
 def read_metadata(path: str | Path) -> ExportMetadata:

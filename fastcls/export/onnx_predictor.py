@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -19,9 +18,7 @@ from fastcls.data.images import BadImageError, load_image
 from fastcls.errors import DataError, ExportError
 from fastcls.export.metadata import ExportMetadata
 from fastcls.export.onnx_file import load_onnx_session, read_onnx_metadata
-
-if TYPE_CHECKING:
-    from fastcls.api import Prediction
+from fastcls.predictions import Prediction, expand_images, rank_predictions
 
 __all__ = ["OnnxClassifier", "load_onnx"]
 
@@ -72,8 +69,6 @@ class OnnxClassifier:
 
     def predict_proba(self, images: list[str | Path] | str | Path) -> tuple[np.ndarray, list[Path]]:
         """(an (N, classes) array of probabilities, the paths they belong to); unreadable files skipped."""
-        from fastcls.api import expand_images
-
         paths = expand_images([images] if isinstance(images, str | Path) else list(images))
 
         def one(path: Path) -> np.ndarray | str:
@@ -91,8 +86,6 @@ class OnnxClassifier:
 
     def predict(self, images: list[str | Path] | str | Path, top: int = 3) -> list[Prediction]:
         """The most likely class of each image, with the `top` classes and their probabilities."""
-        from fastcls.api import rank_predictions
-
         probs, paths = self.predict_proba(images)
         return rank_predictions(probs, paths, self.classes, top)
 

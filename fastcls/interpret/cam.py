@@ -22,7 +22,7 @@ def class_activation_maps(model: Any, layer: str, x: Any, targets: Any, method: 
     import pytorch_grad_cam
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    from fastcls.interpret.layers import preserved, reshape_tokens, resolve_layer
+    from fastcls.models.layers import preserved, reshape_tokens, resolve_layer
 
     cam_class = getattr(pytorch_grad_cam, CAM_METHODS[method])
     module = resolve_layer(model, layer)
@@ -47,7 +47,7 @@ def cam_plot(ctx: Context) -> list[Path]:
     over it, at the last conv stage (or --layer)."""
     import matplotlib
 
-    from fastcls.interpret.layers import require_map
+    from fastcls.models.layers import require_map
 
     chosen = _chosen(ctx)
     x = ctx.normalised(chosen)

@@ -118,7 +118,7 @@ class Context:
         import numpy as np
         import torch
 
-        from fastcls.interpret.layers import penultimate
+        from fastcls.models.layers import penultimate
 
         was_training = self.model.training
         chunks = []
@@ -134,7 +134,7 @@ class Context:
     @cached_property
     def layer_name(self) -> str:
         """The layer cam and guided explain: --layer, else the last convolutional stage."""
-        from fastcls.interpret.layers import cam_layer, resolve_layer
+        from fastcls.models.layers import cam_layer, resolve_layer
 
         if self.options.layer:
             resolve_layer(self.model, self.options.layer)

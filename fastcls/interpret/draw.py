@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from fastcls.plots import _pyplot, _save
+from fastcls.plots import pyplot, save_figure
 from fastcls.runs import atomic_write_text
 
 __all__ = [
@@ -28,10 +28,6 @@ __all__ = [
 CORRECT, WRONG = "#1a9850", "#d73027"
 
 
-def pyplot():
-    return _pyplot()
-
-
 def figure(rows: int = 1, columns: int = 1, width: float = 6.0, height: float = 4.5) -> tuple[Any, Any]:
     """(fig, 2-d array of axes) with constrained layout, which keeps titles, colour bars and
     outside legends from overlapping (tight_layout does not with colour bars and suptitles)."""
@@ -40,7 +36,7 @@ def figure(rows: int = 1, columns: int = 1, width: float = 6.0, height: float = 
 
 def save(fig: Any, path: Path) -> Path:
     """Write the figure as PNG atomically and close it."""
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def short(name: str, limit: int = 14) -> str:

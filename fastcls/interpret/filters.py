@@ -18,7 +18,7 @@ def first_layer_maps(model: Any, x: Any) -> tuple[str, Any]:
     """(name of the first conv layer, its (N, C, H, W) output for the normalised batch `x`)."""
     import torch
 
-    from fastcls.interpret.layers import first_conv
+    from fastcls.models.layers import first_conv
 
     name, conv = first_conv(model)
     captured: list[Any] = []
@@ -142,7 +142,7 @@ def _maps_figure(ctx: Context, name: str) -> Path:
 def filters_plot(ctx: Context) -> list[Path]:
     """filters.png: the first conv layer's filters; filters_activations.png: one image (the most
     confidently right one) and the map each of those filters makes of it."""
-    from fastcls.interpret.layers import first_conv
+    from fastcls.models.layers import first_conv
 
     name, conv = first_conv(ctx.model)
     return [_filters_figure(ctx, name, conv), _maps_figure(ctx, name)]

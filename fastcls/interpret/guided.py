@@ -50,7 +50,7 @@ def unit_activations(model: Any, layer: str, x: Any, batch: int = 256) -> Any:
     """(N, C) peak activation of each unit of `layer` for each image of the normalised batch `x`."""
     import torch
 
-    from fastcls.interpret.layers import preserved, resolve_layer
+    from fastcls.models.layers import preserved, resolve_layer
 
     scorer = _unit_module(model, resolve_layer(model, layer))
     with preserved(model), torch.no_grad():
@@ -65,7 +65,7 @@ def guided_gradients(model: Any, layer: str, x: Any, units: Any) -> Any:
     """
     from captum.attr import GuidedBackprop
 
-    from fastcls.interpret.layers import preserved, resolve_layer
+    from fastcls.models.layers import preserved, resolve_layer
 
     scorer = _unit_module(model, resolve_layer(model, layer))
     with preserved(model), warnings.catch_warnings():

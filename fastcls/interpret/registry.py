@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fastcls.registry import Registry
+
 if TYPE_CHECKING:
     from fastcls.interpret.context import Context
 
@@ -51,88 +53,92 @@ class Plot:
     caption: str
 
 
-PLOTS: dict[str, Plot] = {
-    plot.name: plot
-    for plot in (
-        Plot(
-            "confusion",
-            confusion_plot,
-            ("confusion.png", "confusion_full.png", "confusion.csv"),
-            "Confusion matrix",
-            "Counts and row-normalised shares (each row: where that true class's images went). With many "
-            "classes, the most-confused classes; the full normalised matrix is confusion_full.png.",
-        ),
-        Plot(
-            "classification_report",
-            classification_report_plot,
-            ("classification_report.png", "classification_report.csv"),
-            "Classification report",
-            "Precision, recall, F1 and support per class (scikit-learn), with macro and weighted averages.",
-        ),
-        Plot(
-            "confusion_pairs",
-            confusion_pairs_plot,
-            ("confusion_pairs.png", "confusion_pairs.csv"),
-            "Most-confused pairs",
-            "The most frequent mistakes, as true → predicted class.",
-        ),
-        Plot(
-            "top_losses",
-            top_losses_plot,
-            ("top_losses.png",),
-            "Top losses",
-            "The images with the highest loss: predicted and true class with their probabilities.",
-        ),
-        Plot(
-            "curves",
-            curves_plot,
-            ("curves.png",),
-            "Training curves",
-            "Loss, accuracy and learning rate per epoch, from metrics.csv; training phases shaded.",
-        ),
-        Plot(
-            "grid",
-            grid_plot,
-            ("grid.png",),
-            "Sample predictions",
-            "A 10×3 grid of images spread over the classes; green ✓ right, red ✗ wrong.",
-        ),
-        Plot(
-            "pca",
-            pca_plot,
-            ("pca.png", "pca_epochs.png", "pca.csv"),
-            "PCA of penultimate features",
-            "The features the classifier layer sees, on their first two principal components, coloured by "
-            "true class; circled points are misclassified. pca_epochs.png: the same during training.",
-        ),
-        Plot(
-            "tsne",
-            tsne_plot,
-            ("tsne.png", "tsne_epochs.png", "tsne.csv"),
-            "t-SNE of penultimate features",
-            "A t-SNE map of the same features: tight, separate clusters mean classes the model tells apart.",
-        ),
-        Plot(
-            "cam",
-            cam_plot,
-            ("cam.png",),
-            "Grad-CAM and Grad-CAM++",
-            "Where the predicted class's evidence lies, at the last convolutional stage (or --layer).",
-        ),
-        Plot(
-            "guided",
-            guided_plot,
-            ("guided.png",),
-            "Guided backpropagation",
-            "For the most active units of the layer: the images that excite each most, and the pixels that "
-            "drive it (guided gradients).",
-        ),
-        Plot(
-            "filters",
-            filters_plot,
-            ("filters.png", "filters_activations.png"),
-            "First-layer filters",
-            "The first convolution's filters, and the map each makes of one image.",
-        ),
-    )
-}
+PLOTS: Registry[Plot] = Registry(
+    "plot",
+    {
+        plot.name: plot
+        for plot in (
+            Plot(
+                "confusion",
+                confusion_plot,
+                ("confusion.png", "confusion_full.png", "confusion.csv"),
+                "Confusion matrix",
+                "Counts and row-normalised shares (each row: where that true class's images went). With many "
+                "classes, the most-confused classes; the full normalised matrix is confusion_full.png.",
+            ),
+            Plot(
+                "classification_report",
+                classification_report_plot,
+                ("classification_report.png", "classification_report.csv"),
+                "Classification report",
+                "Precision, recall, F1 and support per class (scikit-learn), with macro and weighted averages.",
+            ),
+            Plot(
+                "confusion_pairs",
+                confusion_pairs_plot,
+                ("confusion_pairs.png", "confusion_pairs.csv"),
+                "Most-confused pairs",
+                "The most frequent mistakes, as true → predicted class.",
+            ),
+            Plot(
+                "top_losses",
+                top_losses_plot,
+                ("top_losses.png",),
+                "Top losses",
+                "The images with the highest loss: predicted and true class with their probabilities.",
+            ),
+            Plot(
+                "curves",
+                curves_plot,
+                ("curves.png",),
+                "Training curves",
+                "Loss, accuracy and learning rate per epoch, from metrics.csv; training phases shaded.",
+            ),
+            Plot(
+                "grid",
+                grid_plot,
+                ("grid.png",),
+                "Sample predictions",
+                "A 10×3 grid of images spread over the classes; green ✓ right, red ✗ wrong.",
+            ),
+            Plot(
+                "pca",
+                pca_plot,
+                ("pca.png", "pca_epochs.png", "pca.csv"),
+                "PCA of penultimate features",
+                "The features the classifier layer sees, on their first two principal components, coloured by "
+                "true class; circled points are misclassified. pca_epochs.png: the same during training.",
+            ),
+            Plot(
+                "tsne",
+                tsne_plot,
+                ("tsne.png", "tsne_epochs.png", "tsne.csv"),
+                "t-SNE of penultimate features",
+                "A t-SNE map of the same features: tight, separate clusters mean classes the model tells apart.",
+            ),
+            Plot(
+                "cam",
+                cam_plot,
+                ("cam.png",),
+                "Grad-CAM and Grad-CAM++",
+                "Where the predicted class's evidence lies, at the last convolutional stage (or --layer).",
+            ),
+            Plot(
+                "guided",
+                guided_plot,
+                ("guided.png",),
+                "Guided backpropagation",
+                "For the most active units of the layer: the images that excite each most, and the pixels that "
+                "drive it (guided gradients).",
+            ),
+            Plot(
+                "filters",
+                filters_plot,
+                ("filters.png", "filters_activations.png"),
+                "First-layer filters",
+                "The first convolution's filters, and the map each makes of one image.",
+            ),
+        )
+    },
+    hint=" (--only takes a comma-separated list)",
+)

@@ -14,6 +14,7 @@ from typing import Any
 from fastcls.config import CnnConfig
 from fastcls.data.images import Preprocessing
 from fastcls.errors import ArchError, did_you_mean
+from fastcls.registry import Registry
 
 __all__ = [
     "ALIASES",
@@ -24,28 +25,31 @@ __all__ = [
     "resolve_arch",
 ]
 
-ALIASES: dict[str, str] = {
-    "resnext101": "resnext101_32x8d.fb_swsl_ig1b_ft_in1k",
-    "resnext50": "resnext50_32x4d.a1h_in1k",
-    "resnet18": "resnet18.a1_in1k",
-    "resnet34": "resnet34.a1_in1k",
-    "resnet50": "resnet50.a1_in1k",
-    "resnet101": "resnet101.a1h_in1k",
-    "resnet152": "resnet152.a1h_in1k",
-    "efficientnet_lite0": "tf_efficientnet_lite0.in1k",
-    "efficientnet_lite1": "tf_efficientnet_lite1.in1k",
-    "efficientnet_lite2": "tf_efficientnet_lite2.in1k",
-    "efficientnet_b0": "efficientnet_b0.ra_in1k",
-    "mobilenet": "mobilenetv3_large_100.ra_in1k",
-    "mobilenet_small": "mobilenetv3_small_100.lamb_in1k",
-    "mobilenetv2": "mobilenetv2_100.ra_in1k",
-    "vgg13": "vgg13_bn.tv_in1k",
-    "vgg16": "vgg16_bn.tv_in1k",
-    "vit_tiny": "vit_tiny_patch16_224.augreg_in21k_ft_in1k",
-    "vit_small": "vit_small_patch16_224.augreg_in21k_ft_in1k",
-    "vit_base": "vit_base_patch16_224.augreg2_in21k_ft_in1k",
-    "convnext_tiny": "convnext_tiny.fb_in22k_ft_in1k",
-}
+ALIASES: Registry[str] = Registry(
+    "alias",
+    {
+        "resnext101": "resnext101_32x8d.fb_swsl_ig1b_ft_in1k",
+        "resnext50": "resnext50_32x4d.a1h_in1k",
+        "resnet18": "resnet18.a1_in1k",
+        "resnet34": "resnet34.a1_in1k",
+        "resnet50": "resnet50.a1_in1k",
+        "resnet101": "resnet101.a1h_in1k",
+        "resnet152": "resnet152.a1h_in1k",
+        "efficientnet_lite0": "tf_efficientnet_lite0.in1k",
+        "efficientnet_lite1": "tf_efficientnet_lite1.in1k",
+        "efficientnet_lite2": "tf_efficientnet_lite2.in1k",
+        "efficientnet_b0": "efficientnet_b0.ra_in1k",
+        "mobilenet": "mobilenetv3_large_100.ra_in1k",
+        "mobilenet_small": "mobilenetv3_small_100.lamb_in1k",
+        "mobilenetv2": "mobilenetv2_100.ra_in1k",
+        "vgg13": "vgg13_bn.tv_in1k",
+        "vgg16": "vgg16_bn.tv_in1k",
+        "vit_tiny": "vit_tiny_patch16_224.augreg_in21k_ft_in1k",
+        "vit_small": "vit_small_patch16_224.augreg_in21k_ft_in1k",
+        "vit_base": "vit_base_patch16_224.augreg2_in21k_ft_in1k",
+        "convnext_tiny": "convnext_tiny.fb_in22k_ft_in1k",
+    },
+)
 FAMILIES = ("cnn", "timm", "torchvision")
 _IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 

@@ -9,37 +9,34 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from collections.abc import Callable
 
 from torch import nn
 
 from fastcls.config import CnnConfig
-from fastcls.errors import ConfigError, did_you_mean
+from fastcls.registry import Registry
 
 __all__ = ["ACTIVATIONS", "ORGANISATIONS", "ConfigurableCNN", "block_widths", "check_cnn_config"]
 
-ACTIVATIONS: dict[str, type[nn.Module]] = {
+ACTIVATIONS: Registry[type[nn.Module]] = Registry("activation", {
     "relu": nn.ReLU,
     "gelu": nn.GELU,
     "silu": nn.SiLU,
     "mish": nn.Mish,
     "elu": nn.ELU,
     "leaky_relu": nn.LeakyReLU,
-}
-ORGANISATIONS = {
+})  # fmt: skip
+ORGANISATIONS: Registry[Callable[[int, int], int]] = Registry("organisation", {
     "same": lambda filters, i: filters,
     "double": lambda filters, i: filters * 2**i,
     "half": lambda filters, i: max(1, filters // 2**i),
-}
+})  # fmt: skip
 
 
 def check_cnn_config(config: CnnConfig) -> None:
     """Reject activation/organisation names that no registry entry knows."""
-    for name, value, table in (
-        ("activation", config.activation, ACTIVATIONS),
-        ("organisation", config.organisation, ORGANISATIONS),
-    ):
-        if value not in table:
-            raise ConfigError(f"{name} {value!r} is not one of {', '.join(table)}.{did_you_mean(value, table)}")
+    ACTIVATIONS.check(config.activation)
+    ORGANISATIONS.check(config.organisation)
 
 
 def block_widths(config: CnnConfig) -> list[int]:

@@ -8,7 +8,6 @@ everything else must load: a missing or unexpected tensor is an error, never sil
 from __future__ import annotations
 
 import importlib
-import json
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ import torch
 from torch import nn
 
 from fastcls.errors import ArchError, ConfigError, RunError
+from fastcls.model_card import ModelCard
 from fastcls.models.heads import init_head
 
 __all__ = ["PACKAGED", "LoadedWeights", "classifier_keys", "load_pretrained", "packaged_state_dict", "read_state_dict"]
@@ -49,7 +49,7 @@ class LoadedWeights:
 
     source: str
     dropped: list[str] = field(default_factory=list)
-    card: dict | None = None  # model.json of a run folder, when the weights came from one
+    card: ModelCard | None = None  # model.json of a run folder, when the weights came from one
 
 
 def read_state_dict(path: Path) -> OrderedDict[str, torch.Tensor]:
@@ -189,7 +189,7 @@ def load_pretrained(model: nn.Module, arch: str, family: str, weights: str | Non
         if path.is_dir():
             if not (path / "model.safetensors").is_file():
                 raise RunError(f"{path} is a folder without model.safetensors; give a run folder or a weights file.")
-            card = json.loads((path / "model.json").read_text()) if (path / "model.json").is_file() else None
+            card = ModelCard.find(path)
             path = path / "model.safetensors"
         loaded = _fit_into(model, _strip_prefixes(read_state_dict(path)), str(path), arch, family)
         loaded.card = card

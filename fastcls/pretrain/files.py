@@ -3,19 +3,18 @@ SSL loss per epoch, plots/curves.png, report.md, and the resume point while it i
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from fastcls.errors import RunError
+from fastcls.model_card import BACKBONE_FORMAT, ModelCard
 from fastcls.pretrain.config import PretrainConfig
 from fastcls.runs import atomic_write_bytes, atomic_write_text
 
 __all__ = ["BACKBONE_FORMAT", "PretrainResult", "backbone_card", "report_text", "write_run"]
 
-BACKBONE_FORMAT = "fastcls.backbone/1"
 METRIC_COLUMNS = ("epoch", "ssl_loss", "lr", "target_momentum", "seconds")
 
 
@@ -54,7 +53,7 @@ def _versions() -> dict[str, str]:
     import platform
     import sys
 
-    from fastcls import __version__
+    from fastcls.version import __version__
 
     versions = {"fastcls": __version__, "python": platform.python_version()}
     for name in ("torch", "torchvision", "timm", "lightly"):
@@ -182,7 +181,7 @@ def write_run(folder: Path, final: Path, result: PretrainResult, backbone, train
     save_file(state, str(tmp), metadata={"format": BACKBONE_FORMAT})
     atomic_write_bytes(folder / "model.safetensors", tmp.read_bytes())
     tmp.unlink()
-    atomic_write_text(folder / "model.json", json.dumps(result.card, indent=2) + "\n")
+    ModelCard.from_dict(result.card).write(folder)
     config = result.config.merged({"run": {"name": final.name, "root": str(final.parent), "out": None}})
     atomic_write_text(folder / "config.toml", config.to_toml())
     _write_metrics(folder / "metrics.csv", result.history)

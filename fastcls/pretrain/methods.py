@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from fastcls.errors import ConfigError, did_you_mean
+from fastcls.registry import Registry
 
 if TYPE_CHECKING:
     from torch import nn
@@ -99,39 +99,40 @@ def _simclr_views(settings: dict[str, Any]):
     return SimCLRTransform(**settings)
 
 
-METHODS: dict[str, Method] = {
-    "byol": Method(
-        "byol",
-        "BYOL: predict a momentum target network's projection of the other view (no negatives)",
-        hidden_dim=4096,
-        min_scale=0.08,
-        target_network=True,
-        model=_byol_model,
-        views=_byol_views,
-    ),
-    "simsiam": Method(
-        "simsiam",
-        "SimSiam: BYOL without the target network (stop-gradient only)",
-        hidden_dim=2048,
-        min_scale=0.2,
-        target_network=False,
-        model=_simsiam_model,
-        views=_simsiam_views,
-    ),
-    "simclr": Method(
-        "simclr",
-        "SimCLR: contrastive NT-Xent loss, the other images of the batch are negatives",
-        hidden_dim=2048,
-        min_scale=0.08,
-        target_network=False,
-        model=_simclr_model,
-        views=_simclr_views,
-    ),
-}
+METHODS: Registry[Method] = Registry(
+    "method",
+    {
+        "byol": Method(
+            "byol",
+            "BYOL: predict a momentum target network's projection of the other view (no negatives)",
+            hidden_dim=4096,
+            min_scale=0.08,
+            target_network=True,
+            model=_byol_model,
+            views=_byol_views,
+        ),
+        "simsiam": Method(
+            "simsiam",
+            "SimSiam: BYOL without the target network (stop-gradient only)",
+            hidden_dim=2048,
+            min_scale=0.2,
+            target_network=False,
+            model=_simsiam_model,
+            views=_simsiam_views,
+        ),
+        "simclr": Method(
+            "simclr",
+            "SimCLR: contrastive NT-Xent loss, the other images of the batch are negatives",
+            hidden_dim=2048,
+            min_scale=0.08,
+            target_network=False,
+            model=_simclr_model,
+            views=_simclr_views,
+        ),
+    },
+)
 
 
 def get_method(name: str) -> Method:
     """The registry entry for `name`, or a ConfigError with the close matches."""
-    if name not in METHODS:
-        raise ConfigError(f"method {name!r} is not one of {', '.join(METHODS)}.{did_you_mean(name, METHODS)}")
-    return METHODS[name]
+    return METHODS.lookup(name)

@@ -9,13 +9,13 @@ last finished epoch, and `resume_pretrain` continues it exactly.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fastcls.errors import ConfigError, DataError, FastclsError, Interrupted, RunError, TrainingDiverged
+from fastcls.model_card import ModelCard
 from fastcls.pretrain.config import PretrainConfig, load_pretrain_config
 from fastcls.pretrain.files import PretrainResult, backbone_card, write_run
 from fastcls.reporting import Reporter, as_reporter
@@ -28,24 +28,13 @@ if TYPE_CHECKING:
 __all__ = ["PretrainResult", "pretrain", "resume_pretrain"]
 
 
-def _weights_card(weights: str | None) -> dict[str, Any] | None:
-    """model.json of a run folder given as --weights (its preprocessing and cnn settings are reused)."""
-    if not weights or not (Path(weights).expanduser() / "model.json").is_file():
-        return None
-    try:
-        card = json.loads((Path(weights).expanduser() / "model.json").read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RunError(f"{weights}/model.json is damaged or from another tool ({exc}).") from None
-    return card if isinstance(card, dict) else None
-
-
-def _preprocessing(config: PretrainConfig, spec, card: dict[str, Any] | None, paths: list[Path]) -> Preprocessing:
+def _preprocessing(config: PretrainConfig, spec, card: ModelCard | None, paths: list[Path]) -> Preprocessing:
     from fastcls.data.images import Preprocessing
     from fastcls.models.registry import default_preprocessing
     from fastcls.pretrain.data import median_side
 
     if card is not None and card.get("preprocessing"):
-        prep = Preprocessing.from_dict(card["preprocessing"])
+        prep = Preprocessing.from_dict(card.preprocessing)
         return replace(prep, size=config.data.size or prep.size)
     native = median_side(paths) if spec.family == "cnn" and not config.data.size else 64
     return default_preprocessing(spec, config.data.size, native)
@@ -74,8 +63,8 @@ def resume_pretrain(
     from fastcls.train.resume import RESUME_FILE, read_state
 
     folder = require_run(path)
-    card = _weights_card(str(folder)) or {}
-    if card.get("task") != "pretrain":
+    card = ModelCard.find(folder)
+    if card is None or card.get("task") != "pretrain":
         raise RunError(f"{folder} is not a pretraining run; continue a classifier with `fastcls train --resume`.")
     if not card.get("stopped"):
         raise RunError(
@@ -138,7 +127,7 @@ def _train_and_write(
     ssl, started = config.pretrain, time.perf_counter()
     method = get_method(ssl.method)
     spec = resolve_arch(config.model.arch)
-    card = _weights_card(config.model.weights) if config.model.pretrained else None
+    card = ModelCard.find(config.model.weights) if config.model.pretrained else None
     if card is not None:
         from fastcls.api import model_from_card
 

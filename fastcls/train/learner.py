@@ -84,7 +84,7 @@ def _to_device(value: Any, device: torch.device) -> Any:
 
 def _check_tensor_names(model: nn.Module, names: list[str]) -> None:
     from fastcls.errors import ConfigError
-    from fastcls.sensitivity import check_sensitive_names
+    from fastcls.train.sensitive import check_sensitive_names
 
     check_sensitive_names(names, (name for name, _ in model.named_parameters()))
     both = {name for name in names if names.count(name) > 1}

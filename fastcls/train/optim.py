@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from fastcls.config import TrainConfig
-from fastcls.errors import ConfigError, did_you_mean
+from fastcls.registry import Registry
 
 __all__ = ["OPTIMIZERS", "SCHEDULES", "check_optim", "no_decay_params", "opt_func", "schedule"]
 
@@ -114,13 +114,13 @@ def _fastai(name: str, s: TrainConfig, no_decay: NoDecay) -> Callable:
     return build
 
 
-OPTIMIZERS: dict[str, Callable[[TrainConfig, NoDecay], Callable]] = {
+OPTIMIZERS: Registry[Callable[[TrainConfig, NoDecay], Callable]] = Registry("opt", {
     "adamw": lambda s, nd: _torch(torch.optim.AdamW, s, nd),
     "adam": lambda s, nd: _torch(torch.optim.Adam, s, nd),
     "sgd": lambda s, nd: _torch(torch.optim.SGD, s, nd),
     "lamb": lambda s, nd: _fastai("Lamb", s, nd),
     "ranger": lambda s, nd: _fastai("ranger", s, nd),
-}
+})  # fmt: skip
 
 
 def _one_cycle(n: int, lrs: np.ndarray, s: TrainConfig, pct_start: float, div: float) -> dict[str, Any]:
@@ -154,19 +154,18 @@ def _step(n: int, lrs: np.ndarray, s: TrainConfig, pct_start: float, div: float)
     return {"lr": lr_at}
 
 
-SCHEDULES: dict[str, Callable[..., dict[str, Any]]] = {
+SCHEDULES: Registry[Callable[..., dict[str, Any]]] = Registry("sched", {
     "one-cycle": _one_cycle,
     "cosine": _cosine,
     "flat-cos": _flat_cos,
     "step": _step,
-}
+})  # fmt: skip
 
 
 def check_optim(s: TrainConfig) -> None:
     """Unknown optimiser or schedule names fail before any data is read."""
-    for what, value, table in (("opt", s.opt, OPTIMIZERS), ("sched", s.sched, SCHEDULES)):
-        if value not in table:
-            raise ConfigError(f"{what} {value!r} is not one of {', '.join(table)}.{did_you_mean(value, table)}")
+    OPTIMIZERS.check(s.opt)
+    SCHEDULES.check(s.sched)
 
 
 def opt_func(s: TrainConfig, no_decay: NoDecay = frozenset()) -> Callable:

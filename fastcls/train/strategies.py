@@ -18,7 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from fastcls.config import TrainConfig
-from fastcls.errors import ConfigError, did_you_mean
+from fastcls.errors import ConfigError
+from fastcls.registry import Registry
 
 __all__ = ["STRATEGIES", "Phase", "group_lrs", "parse_strategy", "plan"]
 
@@ -79,23 +80,23 @@ def _progressive(s: TrainConfig, n: int, arg: int | None) -> list[Phase]:
     return phases
 
 
-STRATEGIES: dict[str, Callable[[TrainConfig, int, int | None], list[Phase]]] = {
-    "full": _full,
-    "head": _head,
-    "freeze-to": _freeze_to,
-    "freeze-unfreeze": _freeze_unfreeze,
-    "progressive": _progressive,
-}
+STRATEGIES: Registry[Callable[[TrainConfig, int, int | None], list[Phase]]] = Registry(
+    "strategy",
+    {
+        "full": _full,
+        "head": _head,
+        "freeze-to": _freeze_to,
+        "freeze-unfreeze": _freeze_unfreeze,
+        "progressive": _progressive,
+    },
+    hint=" (freeze-to takes :K)",
+)
 
 
 def parse_strategy(text: str) -> tuple[str, int | None]:
     """`freeze-to:3` -> ("freeze-to", 3); names are checked against the registry."""
     name, _, raw = text.partition(":")
-    if name not in STRATEGIES:
-        raise ConfigError(
-            f"strategy {text!r} is not one of {', '.join(STRATEGIES)} (freeze-to takes :K)."
-            f"{did_you_mean(name, STRATEGIES)}"
-        )
+    STRATEGIES.check(name)
     if name == "freeze-to":
         if not raw.isdigit():
             raise ConfigError(f"strategy {text!r} needs a group count, e.g. freeze-to:2.")

@@ -18,6 +18,7 @@ from typing import Any
 from fastai.callback.core import Callback
 
 from fastcls.errors import ConfigError
+from fastcls.registry import Registry
 
 __all__ = ["EPOCH_KEYS", "TRACKERS", "TensorBoardLog", "WandbLog", "trackers"]
 
@@ -128,11 +129,14 @@ class WandbLog(Callback):
             self.wandb_run = None
 
 
-TRACKERS: dict[str, Callable[..., Callback] | None] = {
-    "csv": None,  # metrics.csv is always written (by EpochLog)
-    "tensorboard": TensorBoardLog,
-    "wandb": WandbLog,
-}
+TRACKERS: Registry[Callable[..., Callback] | None] = Registry(
+    "log",
+    {
+        "csv": None,  # metrics.csv is always written (by EpochLog)
+        "tensorboard": TensorBoardLog,
+        "wandb": WandbLog,
+    },
+)
 
 
 def trackers(value: str, history: list[dict[str, Any]], folder: Path | None, config: dict[str, Any]) -> list[Any]:

@@ -10,7 +10,7 @@ from PIL import Image
 import fastcls
 from fastcls.data.loaders import Batches, DecodedSplit
 from fastcls.interpret.cam import CAM_METHODS, class_activation_maps
-from fastcls.interpret.layers import cam_layer
+from fastcls.models.layers import cam_layer
 
 SIZE, PATCH = 24, 7
 CORNERS = {"bottom_left": (1, 0), "bottom_right": (1, 1), "top_left": (0, 0), "top_right": (0, 1)}  # sorted

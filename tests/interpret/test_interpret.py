@@ -20,7 +20,7 @@ from fastcls.interpret.section import BEGIN, END
 def interpreted(trained_run, tmp_path_factory):
     """All plots on the valid split of a copy of the run, with two embedding snapshots present."""
     from fastcls.data.loaders import Batches, decode_split
-    from fastcls.interpret.snapshots import EmbeddingSnapshots
+    from fastcls.train.snapshots import EmbeddingSnapshots
 
     run = tmp_path_factory.mktemp("interpret") / "run"
     shutil.copytree(trained_run, run)

@@ -8,7 +8,7 @@ from torch import nn
 
 from fastcls.config import CnnConfig
 from fastcls.errors import ConfigError
-from fastcls.interpret.layers import cam_layer, first_conv, penultimate, preserved, reshape_tokens, resolve_layer
+from fastcls.models.layers import cam_layer, first_conv, penultimate, preserved, reshape_tokens, resolve_layer
 from fastcls.models.registry import build_model, resolve_arch
 
 

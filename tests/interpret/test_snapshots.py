@@ -14,9 +14,9 @@ from fastcls.data.images import Preprocessing
 from fastcls.data.loaders import Batches, DecodedSplit
 from fastcls.errors import ConfigError
 from fastcls.interpret.embeddings import read_snapshots
-from fastcls.interpret.layers import penultimate
-from fastcls.interpret.snapshots import EmbeddingSnapshots, snapshot_path
+from fastcls.models.layers import penultimate
 from fastcls.models.scratch import ConfigurableCNN
+from fastcls.train.snapshots import EmbeddingSnapshots, snapshot_path
 
 
 def _data(n: int = 40, size: int = 8, seed: int = 0) -> tuple[Batches, torch.nn.Module]:

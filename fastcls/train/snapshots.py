@@ -16,7 +16,7 @@ import torch
 from fastai.callback.core import Callback
 
 from fastcls.errors import ConfigError
-from fastcls.interpret.layers import penultimate
+from fastcls.models.layers import penultimate
 from fastcls.runs import atomic_write_bytes
 
 __all__ = ["SNAPSHOT_FORMAT", "EmbeddingSnapshots", "snapshot_path"]

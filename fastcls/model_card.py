@@ -58,6 +58,14 @@ class ModelCard:
             return getattr(self, key)
         return self.extra.get(key, default)
 
+    def __getitem__(self, key: str) -> Any:
+        """`card["epochs"]`: a key as the file has it (ImageClassifier.model_card() was a dict)."""
+        if key == "num_classes":
+            return self.num_classes
+        if key in _FIELDS:
+            return getattr(self, key)
+        return self.extra[key]
+
     def to_dict(self) -> dict[str, Any]:
         out = {name: getattr(self, name) for name in _FIELDS}
         out["num_classes"] = self.num_classes

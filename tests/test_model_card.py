@@ -21,7 +21,8 @@ def test_a_runs_card_reads_back_whole(trained_run: Path) -> None:
     assert raw["format"] == MODEL_FORMAT == "fastcls.model/2" and raw["classifier"] is True
     assert card.to_dict() == raw  # every key, the training record in `extra` too
     assert card.num_classes == raw["num_classes"] == len(card.classes) > 1
-    assert card.get("strategy") == raw["strategy"] and card.get("nothing", 7) == 7
+    assert card.get("strategy") == raw["strategy"] == card["strategy"] and card.get("nothing", 7) == 7
+    assert card["epochs"] == raw["epochs"] and card["num_classes"] == raw["num_classes"]
 
 
 def test_a_version_1_card_still_loads_and_predicts_the_same(trained_run: Path, tmp_path: Path) -> None:

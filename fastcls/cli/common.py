@@ -6,11 +6,23 @@ import functools
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import typer
 
-__all__ = ["DEBUG", "console", "esc", "given", "handled", "is_follower", "print_json", "reporter_for"]
+__all__ = [
+    "DEBUG",
+    "console",
+    "esc",
+    "given",
+    "handled",
+    "is_follower",
+    "json_printed",
+    "print_json",
+    "repeat_into",
+    "reporter_for",
+]
 
 DEBUG = {"on": False}  # set by the root `--debug` option
 
@@ -69,6 +81,27 @@ def esc(value: Any) -> str:
 def print_json(payload: Any) -> None:
     sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
     sys.stdout.flush()
+
+
+def json_printed(result: Any, as_json: bool, quiet: bool = False) -> bool:
+    """Print `result.to_dict()` as JSON when --json asks for it. True when nothing else is to be shown
+    (JSON printed, or --quiet)."""
+    if as_json:
+        print_json(result.to_dict())
+        return True
+    return quiet
+
+
+def repeat_into(config_file: Path, name: str | None, out: Path | None) -> dict[str, Any]:
+    """The `[run]` settings of `fastcls run CONFIG`: a run's own config.toml repeats into a new folder
+    beside it (a fresh dated name unless --name), any other config into --out or its own [run] table."""
+    inside_run = (config_file.parent / "model.json").is_file()
+    run: dict[str, Any] = {"out": str(out) if out else None}
+    if name or inside_run:
+        run["name"] = name
+    if inside_run:
+        run["root"] = str(config_file.parent.parent)
+    return run
 
 
 def reporter_for(quiet: bool):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from fastcls.cli.common import console, esc, handled, print_json, reporter_for
+from fastcls.cli.common import console, esc, handled, json_printed, reporter_for
 from fastcls.cli.options import AsJson, Quiet
 from fastcls.ensemble import VOTE_METHODS
 
@@ -53,8 +53,7 @@ def vote(
         out=out if out is not None else Path(default_ensemble_name()),
         reporter=reporter_for(quiet or as_json),
     )
-    if as_json:
-        print_json(result.to_dict())
+    if json_printed(result, as_json):
         return
     screen = console()
     table = Table(

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from fastcls.cli.common import console, handled, print_json, reporter_for
+from fastcls.cli.common import console, handled, json_printed, reporter_for
 from fastcls.cli.options import AsJson, Quiet
 
 # ruff: noqa: UP045  (Typer needs Optional[...] inside Annotated on Python 3.10)
@@ -78,8 +78,7 @@ def export(
         half=half,
         parity_images=parity_images,
     )
-    if as_json:
-        print_json(result.to_dict())
+    if json_printed(result, as_json):
         return
     screen = console()
     screen.print(f"exported {result.source} -> [bold]{result.path}[/bold]")

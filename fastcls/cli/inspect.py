@@ -3,22 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
-from fastcls.cli.common import console, esc, handled, print_json, reporter_for
-from fastcls.cli.options import (
-    CNN_FLAGS,
-    Activation,
-    Blocks,
-    Bn,
-    Dense,
-    Dropout,
-    Filters,
-    Kernel,
-    Organisation,
-    pick,
-)
+from fastcls.cli.common import console, esc, handled, json_printed, print_json, reporter_for
+from fastcls.cli.settings import CNN_FLAGS, pick, with_settings
 
 __all__ = ["register"]
 
@@ -26,19 +16,14 @@ data_app = typer.Typer(help="Inspect data before training.", no_args_is_help=Tru
 runs_app = typer.Typer(help="List and inspect run folders.", no_args_is_help=True)
 
 
+@with_settings(CNN_FLAGS, before="as_json")
 def summary(
     arch: str = typer.Option("cnn", "--arch", "-a", help="cnn, an alias, or a timm/torchvision name."),
     size: int = typer.Option(64, help="Input size in pixels for the FLOP count."),
     classes: int = typer.Option(10, min=2, help="Number of output classes."),
-    blocks: Blocks = None,
-    filters: Filters = None,
-    organisation: Organisation = None,
-    kernel: Kernel = None,
-    activation: Activation = None,
-    bn: Bn = None,
-    dropout: Dropout = None,
-    dense: Dense = None,
+    *,
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    **settings: Any,
 ) -> None:
     """Parameters, FLOPs per image and layer groups of an architecture."""
     from rich.table import Table
@@ -47,12 +32,11 @@ def summary(
     from fastcls.models.registry import build_model, resolve_arch
     from fastcls.models.summary import summarize
 
-    cnn = pick(locals(), CNN_FLAGS)
+    cnn = pick(settings, CNN_FLAGS)
     config = Config().merged({"model": {"arch": arch, "cnn": cnn}})
     spec = resolve_arch(config.model.arch)
     result = summarize(build_model(spec, classes, size, config.model.cnn), spec.name, size, classes)
-    if as_json:
-        print_json(result.to_dict())
+    if json_printed(result, as_json):
         return
     out = console()
     out.print(

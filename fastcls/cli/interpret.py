@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from fastcls.cli.common import console, esc, handled, print_json, reporter_for
+from fastcls.cli.common import console, esc, handled, json_printed, reporter_for
 from fastcls.interpret import PLOTS
 
 __all__ = ["register"]
@@ -42,8 +42,7 @@ def interpret(
         seed=seed,
         reporter=reporter_for(quiet or as_json),
     )
-    if as_json:
-        print_json(result.to_dict())
+    if json_printed(result, as_json):
         return
     out = console()
     for name, reason in result.skipped.items():

@@ -7,32 +7,21 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from fastcls.cli.common import console, esc, given, handled, print_json, reporter_for
+from fastcls.cli.common import console, esc, given, handled, json_printed, repeat_into, reporter_for
 from fastcls.cli.options import (
-    CNN_FLAGS,
-    Activation,
     Arch,
     AsJson,
-    Blocks,
-    Bn,
     DataOrResume,
-    Dense,
-    ExistOk,
-    Filters,
     Fraction,
-    Kernel,
-    Name,
     OnBadImage,
-    Organisation,
-    Out,
     Quiet,
-    RunsDir,
     Seed,
     Size,
     StopAfter,
     ValidPct,
     Weights,
 )
+from fastcls.cli.settings import CNN_FLAGS, group, with_settings
 from fastcls.pretrain.methods import METHODS
 
 # ruff: noqa: UP045  (Typer needs Optional[...] inside Annotated on Python 3.10)
@@ -99,10 +88,12 @@ Resume = Annotated[
     typer.Option("--resume", help="Continue this pretraining run (stopped by Ctrl-C or --stop-after) exactly."),
 ]
 
+# Settings whose classifier options mean the same here (a backbone has no classifier, so no --dropout)
+SHARED = (*(f for f in CNN_FLAGS if f != "dropout"), *group("run"))
 FLAGS = (
     "data", "method", "arch", "weights", "pretrained", "epochs", "bs", "lr", "wd", "opt", "warmup", "size", "seed",
     "hidden_dim", "target_momentum", "min_scale", "hflip", "probe", "probe_data", "knn_k", "valid_pct", "fraction",
-    "on_bad_image", "workers", *(f for f in CNN_FLAGS if f != "dropout"), "name", "out", "runs_dir", "exist_ok",
+    "on_bad_image", "workers", *SHARED,
 )  # fmt: skip
 _RENAMED = {"data": "source", "runs_dir": "root"}
 
@@ -121,10 +112,7 @@ def _flat(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def _show(result, quiet: bool, as_json: bool) -> None:
-    if as_json:
-        print_json(result.to_dict())
-        return
-    if quiet:
+    if json_printed(result, as_json, quiet):
         return
     line = f"{result.config.pretrain.method} loss {result.ssl_loss:.4f}"
     if result.probe is not None:
@@ -144,6 +132,7 @@ def _show(result, quiet: bool, as_json: bool) -> None:
     )
 
 
+@with_settings(SHARED, before="resume")
 def pretrain(
     data: DataOrResume = None,
     method: Method = None,
@@ -169,21 +158,11 @@ def pretrain(
     fraction: Fraction = None,
     on_bad_image: OnBadImage = None,
     workers: Workers = None,
-    blocks: Blocks = None,
-    filters: Filters = None,
-    organisation: Organisation = None,
-    kernel: Kernel = None,
-    activation: Activation = None,
-    bn: Bn = None,
-    dense: Dense = None,
-    name: Name = None,
-    out: Out = None,
-    runs_dir: RunsDir = None,
-    exist_ok: ExistOk = None,
     resume: Resume = None,
     stop_after: StopAfter = None,
     quiet: Quiet = False,
     as_json: AsJson = False,
+    **settings: Any,
 ) -> None:
     """Pretrain a backbone self-supervised on DATA (images with or without labels) and save a run folder.
 
@@ -196,7 +175,7 @@ def pretrain(
     from fastcls.errors import ConfigError
     from fastcls.pretrain.run import resume_pretrain
 
-    values = locals()
+    values = {**locals(), **settings}
     if resume is not None:
         extra = [flag for flag in FLAGS if values.get(flag) is not None]
         if extra:
@@ -224,13 +203,8 @@ def run_config(
     config = load_pretrain_config(config_file)
     if overrides:
         config = config.merged(PretrainConfig.nest(dict(parse_override(text) for text in overrides)))
-    inside_run = (config_file.parent / "model.json").is_file()
-    run: dict[str, Any] = {"out": str(out) if out else None}
-    if name or inside_run:
-        run["name"] = name
-    if inside_run:
-        run["root"] = str(config_file.parent.parent)
-    _show(run_pretrain(config.merged({"run": run}), reporter_for(quiet or as_json)), quiet, as_json)
+    run_folder = repeat_into(config_file, name, out)
+    _show(run_pretrain(config.merged({"run": run_folder}), reporter_for(quiet or as_json)), quiet, as_json)
 
 
 def register(app: typer.Typer) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from fastcls.cli.common import console, esc, handled, print_json, reporter_for
+from fastcls.cli.common import console, esc, handled, json_printed, reporter_for
 from fastcls.sensitivity import CSV_NAME, METHODS, PER
 
 __all__ = ["register"]
@@ -56,8 +56,7 @@ def sensitivity(
         reporter=reporter_for(quiet or as_json),
     )
     result.save(out if out is not None else folder / CSV_NAME, top=top)
-    if as_json:
-        print_json(result.to_dict())
+    if json_printed(result, as_json):
         return
     output = console()
     output.print(

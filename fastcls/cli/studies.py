@@ -7,67 +7,11 @@ from typing import Any
 
 import typer
 
-from fastcls.cli.common import console, esc, handled, print_json, reporter_for
-from fastcls.cli.options import (
-    CNN_FLAGS,
-    Activation,
-    Arch,
-    AsJson,
-    Aug,
-    Blocks,
-    Bn,
-    Bs,
-    ChannelsLast,
-    ClipGrad,
-    ConfigFile,
-    Cutmix,
-    Data,
-    Dense,
-    Dropout,
-    EarlyStop,
-    Epochs,
-    Eps,
-    Filters,
-    Fraction,
-    FreezeBn,
-    FreezeEpochs,
-    FrozenBn,
-    Gamma,
-    Keep,
-    Kernel,
-    LabelSmoothing,
-    Lr,
-    LrMult,
-    LrSuggest,
-    Mixup,
-    Momentum,
-    Monitor,
-    OnBadImage,
-    Opt,
-    Organisation,
-    Precision,
-    Quiet,
-    Sched,
-    Seed,
-    Size,
-    StepSize,
-    Strategy,
-    UnfreezeEvery,
-    ValidPct,
-    Wd,
-    Weights,
-    pick,
-)
+from fastcls.cli.common import console, esc, handled, json_printed, reporter_for
+from fastcls.cli.options import AsJson, ConfigFile, Data, Quiet
+from fastcls.cli.settings import pick, takes_settings
 
 __all__ = ["register", "show_recipe"]
-
-# Settings every study passes through to its runs (not --arch/--fraction: scaling's grid sets those).
-TRAINING = (
-    "epochs", "lr", "lr_suggest", "bs", "size", "seed", "wd", "valid_pct", "on_bad_image", "aug", "opt", "sched",
-    "momentum", "eps", "step_size", "gamma", "label_smoothing", "mixup", "cutmix", "clip_grad", "keep",
-    "early_stop", "monitor", "precision", "channels_last", *CNN_FLAGS,
-)  # fmt: skip
-FINETUNING = ("strategy", "freeze_epochs", "lr_mult", "unfreeze_every", "freeze_bn", "frozen_bn")
 
 
 def _base(config_file: Path | None, flat: dict[str, Any]):
@@ -79,6 +23,7 @@ def _base(config_file: Path | None, flat: dict[str, Any]):
     return base
 
 
+@takes_settings("sweep")
 def sweep(
     data: Data,
     space: Path = typer.Option(..., "--space", help="TOML with a [params] table: float, int or choice entries."),
@@ -104,51 +49,11 @@ def sweep(
     pretrained: bool = typer.Option(
         None, "--pretrained/--scratch", help="Fine-tune pretrained weights (default: yes, except for cnn)."
     ),
-    arch: Arch = None,
-    weights: Weights = None,
-    strategy: Strategy = None,
-    freeze_epochs: FreezeEpochs = None,
-    epochs: Epochs = None,
-    lr: Lr = None,
-    lr_suggest: LrSuggest = None,
-    lr_mult: LrMult = None,
-    unfreeze_every: UnfreezeEvery = None,
-    freeze_bn: FreezeBn = None,
-    frozen_bn: FrozenBn = None,
-    bs: Bs = None,
-    size: Size = None,
-    seed: Seed = None,
-    wd: Wd = None,
-    valid_pct: ValidPct = None,
-    fraction: Fraction = None,
-    on_bad_image: OnBadImage = None,
-    aug: Aug = None,
-    opt: Opt = None,
-    sched: Sched = None,
-    momentum: Momentum = None,
-    eps: Eps = None,
-    step_size: StepSize = None,
-    gamma: Gamma = None,
-    label_smoothing: LabelSmoothing = None,
-    mixup: Mixup = None,
-    cutmix: Cutmix = None,
-    clip_grad: ClipGrad = None,
-    keep: Keep = None,
-    early_stop: EarlyStop = None,
-    monitor: Monitor = None,
-    precision: Precision = None,
-    channels_last: ChannelsLast = None,
-    blocks: Blocks = None,
-    filters: Filters = None,
-    organisation: Organisation = None,
-    kernel: Kernel = None,
-    activation: Activation = None,
-    bn: Bn = None,
-    dropout: Dropout = None,
-    dense: Dense = None,
+    *,
     config_file: ConfigFile = None,
     quiet: Quiet = False,
     as_json: AsJson = False,
+    **settings: Any,
 ) -> None:
     """Search train/finetune settings with Optuna; every trial is a run folder under OUT/trials/.
 
@@ -161,11 +66,11 @@ def sweep(
     """
     from fastcls.sweep import sweep as run_sweep
 
-    flat = pick(locals(), ("arch", "weights", *FINETUNING, *TRAINING, "fraction"))
+    flat = pick(settings, tuple(settings))
     base = _base(config_file, flat)
     if pretrained is None:
         arch_name = flat.get("arch") or (base.model.arch if base else "cnn")
-        pretrained = arch_name != "cnn" or weights is not None
+        pretrained = arch_name != "cnn" or settings["weights"] is not None
     flat |= {"pretrained": pretrained, "command": "finetune" if pretrained else "train"}
     result = run_sweep(
         data,
@@ -184,8 +89,7 @@ def sweep(
         retry_failed=retry_failed,
         reporter=reporter_for(quiet or as_json),
     )
-    if as_json:
-        print_json(result.to_dict())
+    if json_printed(result, as_json):
         return
     _show_sweep(result)
 
@@ -230,54 +134,18 @@ def _fmt(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+@takes_settings("scaling")
 def scaling(
     data: Data,
     arch: str = typer.Option(..., "--arch", "-a", help="Comma-separated archs, e.g. cnn,efficientnet_lite0."),
     fractions: str = typer.Option("1/16,1/4,1", help="Comma-separated shares of train, e.g. 1/16,1/2,1."),
     weights: str = typer.Option("none", "--weights", help="Comma-separated inits: none (scratch), pretrained."),
     out: Path = typer.Option(None, "--out", "-o", help="The study folder (default runs/scaling/scaling-DATE-TIME)."),
-    strategy: Strategy = None,
-    freeze_epochs: FreezeEpochs = None,
-    epochs: Epochs = None,
-    lr: Lr = None,
-    lr_suggest: LrSuggest = None,
-    lr_mult: LrMult = None,
-    unfreeze_every: UnfreezeEvery = None,
-    freeze_bn: FreezeBn = None,
-    frozen_bn: FrozenBn = None,
-    bs: Bs = None,
-    size: Size = None,
-    seed: Seed = None,
-    wd: Wd = None,
-    valid_pct: ValidPct = None,
-    on_bad_image: OnBadImage = None,
-    aug: Aug = None,
-    opt: Opt = None,
-    sched: Sched = None,
-    momentum: Momentum = None,
-    eps: Eps = None,
-    step_size: StepSize = None,
-    gamma: Gamma = None,
-    label_smoothing: LabelSmoothing = None,
-    mixup: Mixup = None,
-    cutmix: Cutmix = None,
-    clip_grad: ClipGrad = None,
-    keep: Keep = None,
-    early_stop: EarlyStop = None,
-    monitor: Monitor = None,
-    precision: Precision = None,
-    channels_last: ChannelsLast = None,
-    blocks: Blocks = None,
-    filters: Filters = None,
-    organisation: Organisation = None,
-    kernel: Kernel = None,
-    activation: Activation = None,
-    bn: Bn = None,
-    dropout: Dropout = None,
-    dense: Dense = None,
+    *,
     config_file: ConfigFile = None,
     quiet: Quiet = False,
     as_json: AsJson = False,
+    **settings: Any,
 ) -> None:
     """Accuracy vs data size: train arch × fraction × init with the same epochs per cell.
 
@@ -291,7 +159,7 @@ def scaling(
     from fastcls.config import route_dropout
     from fastcls.scaling import scaling as run_scaling
 
-    flat = route_dropout(pick(locals(), (*FINETUNING, *TRAINING)), arch)
+    flat = route_dropout(pick(settings, tuple(settings)), arch)
     base = _base(config_file, {})
     result = run_scaling(
         data,
@@ -303,8 +171,7 @@ def scaling(
         base=base,
         reporter=reporter_for(quiet or as_json),
     )
-    if as_json:
-        print_json(result.to_dict())
+    if json_printed(result, as_json):
         return
     _show_scaling(result)
 
@@ -334,10 +201,7 @@ def _show_scaling(result) -> None:
 
 def show_recipe(result, quiet: bool, as_json: bool) -> None:
     """Print a recipe's result table (what its report.md states), or the whole result as JSON."""
-    if as_json:
-        print_json(result.to_dict())
-        return
-    if quiet:
+    if json_printed(result, as_json, quiet):
         return
     from rich.table import Table
 

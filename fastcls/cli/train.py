@@ -7,105 +7,21 @@ from typing import Any
 
 import typer
 
-from fastcls.cli.common import console, esc, handled, is_follower, print_json, reporter_for
+from fastcls.cli.common import console, esc, handled, is_follower, print_json, repeat_into, reporter_for
 from fastcls.cli.options import (
-    AUG_FLAGS,
-    CNN_FLAGS,
-    Activation,
-    Arch,
     AsJson,
-    Aug,
-    AutoAug,
-    Balance,
-    Blocks,
-    Blur,
-    Bn,
-    BoostClip,
-    BoostLr,
-    BoostSensitive,
-    BoostWd,
-    Bs,
-    CacheFeatures,
-    ChannelsLast,
-    ClipGrad,
-    Compile,
     ConfigFile,
-    CropScale,
-    Cutmix,
     Data,
     DataOrResume,
-    Dense,
-    Dropout,
-    EarlyStop,
-    Ema,
-    EmbedEvery,
-    Epochs,
-    Eps,
-    Erasing,
-    ExistOk,
-    Filters,
-    Fraction,
-    FreezeBn,
-    FreezeEpochs,
-    FreezeSensitive,
-    FrozenBn,
-    Gamma,
-    GlobalBs,
-    Hflip,
-    Jitter,
-    Keep,
-    Kernel,
-    LabelSmoothing,
-    Loader,
-    Log,
-    Lr,
-    LrMult,
-    LrSuggest,
-    Mixup,
-    Momentum,
-    Monitor,
     Name,
-    OnBadImage,
-    Opt,
-    Organisation,
     Out,
-    Precision,
     Quiet,
     ResumeRun,
-    Rotate,
-    RunsDir,
-    Sched,
-    Seed,
-    Size,
-    StepSize,
     StopAfter,
-    Strategy,
-    SyncBn,
-    UnfreezeEvery,
-    ValidPct,
-    Vflip,
-    Wd,
-    Weights,
-    Workers,
-    pick,
 )
+from fastcls.cli.settings import CNN_FLAGS, flag, pick, takes_settings, with_settings
 
 __all__ = ["register"]
-
-COMMON = (
-    "data", "arch", "epochs", "lr", "lr_suggest", "bs", "size", "seed", "wd", "valid_pct", "fraction",
-    "on_bad_image", "aug", "opt", "sched", "momentum", "eps", "step_size", "gamma", "label_smoothing",
-    "mixup", "cutmix", "clip_grad", "keep", "ema", "early_stop", "monitor",
-    "precision", "channels_last", "compile", "log", "workers", "loader", "balance", "embed_every",
-    "global_bs", "sync_bn",
-    *CNN_FLAGS,
-    *AUG_FLAGS,
-)  # fmt: skip
-RUN_FLAGS = ("name", "out", "runs_dir", "exist_ok")
-FINETUNE = (
-    "weights", "strategy", "freeze_epochs", "lr_mult", "unfreeze_every", "freeze_bn", "frozen_bn", "cache_features",
-    "freeze_sensitive", "boost_sensitive", "boost_lr", "boost_wd", "boost_clip",
-)  # fmt: skip
 
 
 def _config(config_file: Path | None, flat: dict[str, Any], quiet: bool = True):
@@ -123,20 +39,20 @@ def _config(config_file: Path | None, flat: dict[str, Any], quiet: bool = True):
     return config
 
 
-def _train_or_resume(
-    command: str, values: dict[str, Any], names: tuple[str, ...], fixed: dict[str, Any], stop_after: int | None
-) -> None:
+def _train_or_resume(command: str, values: dict[str, Any], settings: dict[str, Any], fixed: dict[str, Any]) -> None:
     """`train`/`finetune`: a new run from DATA and the flags, or `--resume RUN` with the run's own settings."""
     from fastcls.errors import ConfigError
     from fastcls.train.distributed import refuse_mpi
 
     refuse_mpi()
 
-    quiet, as_json, resume = values["quiet"], values["as_json"], values["resume"]
+    quiet, as_json, resume, stop_after = values["quiet"], values["as_json"], values["resume"], values["stop_after"]
     if resume is not None:
-        extra = [name for name in (*names, "config_file") if values.get(name) is not None]
+        extra = [
+            n for n, v in {"data": values["data"], **settings, "config": values["config_file"]}.items() if v is not None
+        ]
         if extra:
-            flags = ", ".join("DATA" if n == "data" else "--" + n.replace("_", "-") for n in extra)
+            flags = ", ".join("DATA" if n == "data" else flag(n) for n in extra)
             raise ConfigError(
                 f"--resume continues {resume} with the settings in its config.toml; drop {flags} "
                 "(only --stop-after, --quiet and --json go with --resume)."
@@ -149,7 +65,9 @@ def _train_or_resume(
         raise ConfigError(f"DATA is missing: `fastcls {command} DATA ...` (a folder, a CSV or builtin:digits).")
     from fastcls.api import train_run
 
-    config = _config(values["config_file"], pick(values, names) | fixed, quiet or as_json)
+    config = _config(
+        values["config_file"], pick(settings | {"data": values["data"]}, (*settings, "data")) | fixed, quiet or as_json
+    )
     _show(*train_run(config, reporter_for(quiet), stop_after), quiet, as_json)
 
 
@@ -187,190 +105,62 @@ def _show(clf, path: Path, quiet: bool, as_json: bool) -> None:
     console().print(f"[green]done[/green]: {line}; run saved to [bold]{esc(path)}[/bold]")
 
 
-def train(
-    data: DataOrResume = None,
-    arch: Arch = None,
-    epochs: Epochs = None,
-    lr: Lr = None,
-    lr_suggest: LrSuggest = None,
-    bs: Bs = None,
-    size: Size = None,
-    seed: Seed = None,
-    wd: Wd = None,
-    valid_pct: ValidPct = None,
-    fraction: Fraction = None,
-    on_bad_image: OnBadImage = None,
-    aug: Aug = None,
-    crop_scale: CropScale = None,
-    hflip: Hflip = None,
-    vflip: Vflip = None,
-    rotate: Rotate = None,
-    blur: Blur = None,
-    jitter: Jitter = None,
-    auto_aug: AutoAug = None,
-    erasing: Erasing = None,
-    balance: Balance = None,
-    opt: Opt = None,
-    sched: Sched = None,
-    momentum: Momentum = None,
-    eps: Eps = None,
-    step_size: StepSize = None,
-    gamma: Gamma = None,
-    label_smoothing: LabelSmoothing = None,
-    mixup: Mixup = None,
-    cutmix: Cutmix = None,
-    clip_grad: ClipGrad = None,
-    keep: Keep = None,
-    ema: Ema = None,
-    early_stop: EarlyStop = None,
-    monitor: Monitor = None,
-    precision: Precision = None,
-    channels_last: ChannelsLast = None,
-    compile: Compile = None,
-    log: Log = None,
-    workers: Workers = None,
-    loader: Loader = None,
-    embed_every: EmbedEvery = None,
-    global_bs: GlobalBs = None,
-    sync_bn: SyncBn = None,
-    blocks: Blocks = None,
-    filters: Filters = None,
-    organisation: Organisation = None,
-    kernel: Kernel = None,
-    activation: Activation = None,
-    bn: Bn = None,
-    dropout: Dropout = None,
-    dense: Dense = None,
-    config_file: ConfigFile = None,
-    name: Name = None,
-    out: Out = None,
-    runs_dir: RunsDir = None,
-    exist_ok: ExistOk = None,
-    resume: ResumeRun = None,
-    stop_after: StopAfter = None,
-    quiet: Quiet = False,
-    as_json: AsJson = False,
-) -> None:
+def _training_command(command: str, fixed: dict[str, Any], doc: str):
+    """`fastcls train` or `fastcls finetune`: DATA, the command's settings (see TAKES), --config, --resume."""
+
+    @takes_settings(command)
+    def run_command(
+        data: DataOrResume = None,
+        *,
+        config_file: ConfigFile = None,
+        resume: ResumeRun = None,
+        stop_after: StopAfter = None,
+        quiet: Quiet = False,
+        as_json: AsJson = False,
+        **settings: Any,
+    ) -> None:
+        values = {"data": data, "config_file": config_file, "resume": resume, "stop_after": stop_after}
+        _train_or_resume(command, values | {"quiet": quiet, "as_json": as_json}, settings, fixed)
+
+    run_command.__name__ = run_command.__qualname__ = command
+    run_command.__doc__ = doc
+    return run_command
+
+
+train = _training_command(
+    "train",
+    {"command": "train", "pretrained": False, "strategy": "full"},
     """Train a model from scratch (random init, every layer) on DATA and save a run folder.
 
     Ctrl-C (or SIGTERM) finishes the current batch, saves the run after its last finished epoch
     and exits 130; `fastcls train --resume RUN` then continues it exactly.
-    """
-    fixed = {"command": "train", "pretrained": False, "strategy": "full"}
-    _train_or_resume("train", locals(), COMMON + RUN_FLAGS, fixed, stop_after)
-
-
-def finetune(
-    data: DataOrResume = None,
-    arch: Arch = None,
-    weights: Weights = None,
-    strategy: Strategy = None,
-    freeze_epochs: FreezeEpochs = None,
-    epochs: Epochs = None,
-    lr: Lr = None,
-    lr_suggest: LrSuggest = None,
-    lr_mult: LrMult = None,
-    unfreeze_every: UnfreezeEvery = None,
-    freeze_bn: FreezeBn = None,
-    frozen_bn: FrozenBn = None,
-    cache_features: CacheFeatures = None,
-    freeze_sensitive: FreezeSensitive = None,
-    boost_sensitive: BoostSensitive = None,
-    boost_lr: BoostLr = None,
-    boost_wd: BoostWd = None,
-    boost_clip: BoostClip = None,
-    bs: Bs = None,
-    size: Size = None,
-    seed: Seed = None,
-    wd: Wd = None,
-    valid_pct: ValidPct = None,
-    fraction: Fraction = None,
-    on_bad_image: OnBadImage = None,
-    aug: Aug = None,
-    crop_scale: CropScale = None,
-    hflip: Hflip = None,
-    vflip: Vflip = None,
-    rotate: Rotate = None,
-    blur: Blur = None,
-    jitter: Jitter = None,
-    auto_aug: AutoAug = None,
-    erasing: Erasing = None,
-    balance: Balance = None,
-    opt: Opt = None,
-    sched: Sched = None,
-    momentum: Momentum = None,
-    eps: Eps = None,
-    step_size: StepSize = None,
-    gamma: Gamma = None,
-    label_smoothing: LabelSmoothing = None,
-    mixup: Mixup = None,
-    cutmix: Cutmix = None,
-    clip_grad: ClipGrad = None,
-    keep: Keep = None,
-    ema: Ema = None,
-    early_stop: EarlyStop = None,
-    monitor: Monitor = None,
-    precision: Precision = None,
-    channels_last: ChannelsLast = None,
-    compile: Compile = None,
-    log: Log = None,
-    workers: Workers = None,
-    loader: Loader = None,
-    embed_every: EmbedEvery = None,
-    global_bs: GlobalBs = None,
-    sync_bn: SyncBn = None,
-    blocks: Blocks = None,
-    filters: Filters = None,
-    organisation: Organisation = None,
-    kernel: Kernel = None,
-    activation: Activation = None,
-    bn: Bn = None,
-    dropout: Dropout = None,
-    dense: Dense = None,
-    config_file: ConfigFile = None,
-    name: Name = None,
-    out: Out = None,
-    runs_dir: RunsDir = None,
-    exist_ok: ExistOk = None,
-    resume: ResumeRun = None,
-    stop_after: StopAfter = None,
-    quiet: Quiet = False,
-    as_json: AsJson = False,
-) -> None:
+    """,
+)
+finetune = _training_command(
+    "finetune",
+    {"command": "finetune", "pretrained": True},
     """Fine-tune a pretrained model on DATA (default: freeze-unfreeze) and save a run folder.
 
     Example: fastcls finetune data/plants --arch resnext101 --freeze-epochs 30
     (Ctrl-C saves a resumable run; `--resume RUN` continues it, in the phase it stopped in.)
-    """
-    fixed = {"command": "finetune", "pretrained": True}
-    _train_or_resume("finetune", locals(), COMMON + RUN_FLAGS + FINETUNE, fixed, stop_after)
+    """,
+)
 
 
+LR_FIND = ("arch", "weights", "strategy", "lr_suggest", "bs", "size", "seed", "valid_pct", "fraction", *CNN_FLAGS)
+
+
+@with_settings(LR_FIND, before="plot")
 def lr_find(
     data: Data,
-    arch: Arch = None,
     pretrained: bool = typer.Option(
         None, "--pretrained/--scratch", help="Load pretrained weights (default: yes, except for cnn)."
     ),
-    weights: Weights = None,
-    strategy: Strategy = None,
-    lr_suggest: LrSuggest = None,
-    bs: Bs = None,
-    size: Size = None,
-    seed: Seed = None,
-    valid_pct: ValidPct = None,
-    fraction: Fraction = None,
-    blocks: Blocks = None,
-    filters: Filters = None,
-    organisation: Organisation = None,
-    kernel: Kernel = None,
-    activation: Activation = None,
-    bn: Bn = None,
-    dropout: Dropout = None,
-    dense: Dense = None,
+    *,
     plot: Path = typer.Option(Path("lr_find.png"), help="Where to draw the loss-vs-LR plot."),
     quiet: Quiet = False,
     as_json: AsJson = False,
+    **settings: Any,
 ) -> None:
     """Run only the LR finder: print every suggestion and draw the curve (the model is not kept).
 
@@ -379,10 +169,9 @@ def lr_find(
     from fastcls.api import ImageClassifier
     from fastcls.plots import lr_find_plot
 
-    names = ("data", "arch", "lr_suggest", "bs", "size", "seed", "valid_pct", "fraction", *CNN_FLAGS)
-    flat = pick(locals(), (*names, "weights", "strategy"))
+    flat = pick(settings | {"data": data}, (*LR_FIND, "data"))
     if pretrained is None:
-        pretrained = (arch or "cnn") != "cnn" or weights is not None
+        pretrained = (settings["arch"] or "cnn") != "cnn" or settings["weights"] is not None
     config = _config(None, flat | {"pretrained": pretrained})
     result = ImageClassifier.from_config(config).lr_find(reporter=reporter_for(quiet))
     lr_find_plot(result, plot)
@@ -442,15 +231,10 @@ def run(
         from fastcls.recipes import parse_override
 
         config = config.merged(Config.nest(dict(parse_override(text) for text in overrides)))
-    inside_run = (config_file.parent / "model.json").is_file()
-    run_settings: dict[str, Any] = {"out": str(out) if out else None}
-    if name or inside_run:
-        run_settings["name"] = name
-    if inside_run:
-        run_settings["root"] = str(config_file.parent.parent)
     from fastcls.api import train_run
 
-    _show(*train_run(config.merged({"run": run_settings}), reporter_for(quiet)), quiet, as_json)
+    run_folder = repeat_into(config_file, name, out)
+    _show(*train_run(config.merged({"run": run_folder}), reporter_for(quiet)), quiet, as_json)
 
 
 def register(app: typer.Typer) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from fastcls.cli.common import console, esc, handled, print_json
+from fastcls.cli.common import console, esc, handled, json_printed, print_json
 
 __all__ = ["register"]
 
@@ -25,8 +25,7 @@ def evaluate(
     from fastcls.api import load
 
     result = load(run).evaluate(data, split)
-    if as_json:
-        print_json(result.to_dict())
+    if json_printed(result, as_json):
         return
     out = console()
     out.print(

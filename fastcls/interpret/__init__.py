@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fastcls.errors import ConfigError
+from fastcls.errors import ConfigError, did_you_mean
 from fastcls.interpret.context import NothingToDraw, Options, load_context
 from fastcls.interpret.registry import PLOTS, Plot
 from fastcls.reporting import Reporter, as_reporter
@@ -66,7 +66,10 @@ def select_plots(only: str | list[str] | tuple[str, ...] | None) -> list[str]:
     unknown = [n for n in names if n not in PLOTS]
     if unknown or not names:
         bad = unknown[0] if unknown else ""
-        raise ConfigError(PLOTS.unknown(bad))
+        raise ConfigError(
+            f"unknown plot {bad!r} in --only; choose from {', '.join(PLOTS)} (comma-separated)."
+            f"{did_you_mean(bad, PLOTS) if bad else ''}"
+        )
     return [name for name in PLOTS if name in names]
 
 

@@ -8,7 +8,7 @@ import os
 import tempfile
 
 import fastcls
-from fastcls.sensitivity import sensitivity
+from fastcls.studies.sensitivity import sensitivity
 
 tiny = os.environ.get("FASTCLS_EXAMPLE_TINY") == "1"
 folder = tempfile.mkdtemp(prefix="fastcls-sens-") if tiny else "runs/example-sensitivity"

@@ -7,7 +7,7 @@ FASTCLS_EXAMPLE_TINY=1 python examples/sweep.py
 import os
 import tempfile
 
-from fastcls.sweep import sweep
+from fastcls.studies.sweep import sweep
 
 tiny = os.environ.get("FASTCLS_EXAMPLE_TINY") == "1"
 out = tempfile.mkdtemp(prefix="fastcls-sweep-") if tiny else "runs/sweeps/example"

@@ -37,22 +37,23 @@ _LAZY = {
     "Config": "fastcls.config",
     "load_config": "fastcls.config",
     "FastclsError": "fastcls.errors",
-    "Ensemble": "fastcls.ensemble",
+    "Ensemble": "fastcls.studies.ensemble",
     "Evaluation": "fastcls.api",
     "ImageClassifier": "fastcls.api",
     "Prediction": "fastcls.api",
     "load": "fastcls.api",
-    "train_run": "fastcls.api",
-    "resume_run": "fastcls.api",
+    "train_run": "fastcls.runner",
+    "resume_run": "fastcls.runner",
     "resolve_source": "fastcls.data.sources",
 }
 
 if TYPE_CHECKING:
-    from fastcls.api import Evaluation, ImageClassifier, Prediction, load, resume_run, train_run
+    from fastcls.api import Evaluation, ImageClassifier, Prediction, load
     from fastcls.config import Config, load_config
     from fastcls.data.sources import resolve_source
-    from fastcls.ensemble import Ensemble
     from fastcls.errors import FastclsError
+    from fastcls.runner import resume_run, train_run
+    from fastcls.studies.ensemble import Ensemble
 
 
 def __getattr__(name: str) -> Any:

@@ -11,28 +11,26 @@ Keras-simple on the outside, fastai underneath::
 
 from __future__ import annotations
 
-import json
 import platform
-import statistics
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fastcls.config import CnnConfig, Config, load_config
+from fastcls.build import build_run, check_names, model_from_card
+from fastcls.config import Config, load_config
 from fastcls.data.images import Preprocessing
 from fastcls.data.sources import ImageSource, Sample, resolve_source
-from fastcls.errors import DataError, RunError, TrainingDiverged
+from fastcls.errors import DataError, RunError
 from fastcls.model_card import MODEL_FORMAT, ModelCard
 from fastcls.predictions import Prediction, expand_images, rank_predictions
 from fastcls.reporting import Reporter, as_reporter
-from fastcls.runs import atomic_write_text, default_run_name, read_metrics, require_run
-from fastcls.staging import StagedRun, final_of, partial_path
+from fastcls.runs import atomic_write_text, read_metrics, require_run
+from fastcls.staging import StagedRun
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-    from fastcls.train.distributed import World
     from fastcls.train.learner import Resume, Trainer
 
 __all__ = [
@@ -43,8 +41,6 @@ __all__ = [
     "load",
     "model_from_card",
     "rank_predictions",
-    "resume_run",
-    "train_run",
 ]
 
 
@@ -67,38 +63,12 @@ class Evaluation:
         return asdict(self)
 
 
-def _median_side(samples: list[Sample], limit: int = 64) -> int:
-    """The median short side of up to `limit` training images (headers only, no decoding)."""
-    from PIL import Image
-
-    step = max(1, len(samples) // limit)
-    sides = []
-    for sample in samples[::step][:limit]:
-        try:
-            with Image.open(sample.path) as image:
-                sides.append(min(image.size))
-        except (OSError, SyntaxError, ValueError):
-            continue
-    return int(statistics.median(sides)) if sides else 64
-
-
 def _confusion(truth, predicted, n_classes: int):
     """Counts[true, predicted]; the same as sklearn's confusion_matrix without importing it (1 s)."""
     import numpy as np
 
     flat = np.bincount(truth * n_classes + predicted, minlength=n_classes * n_classes)
     return flat.reshape(n_classes, n_classes)
-
-
-def model_from_card(model: Any, card: ModelCard, arch: str) -> Any:
-    """Fine-tuning a run: the arch must match; a cnn takes the run's own block settings."""
-    if card.arch != arch:
-        raise DataError(
-            f"--weights run was trained as {card.arch!r} but --arch resolves to {arch!r}; pass --arch {card.arch}."
-        )
-    if card.family == "cnn" and card.model_settings:
-        model = replace(model, cnn=CnnConfig(**card.model_settings))
-    return model
 
 
 def _versions() -> dict[str, str]:
@@ -118,23 +88,6 @@ def _versions() -> dict[str, str]:
         if module is not None:
             versions[name] = getattr(module, "__version__", "?")
     return versions
-
-
-def check_names(config: Config) -> None:
-    """Every setting that names a registered entry names a known one (architecture, optimiser, schedule,
-    strategy, augmentation preset, cnn activation/organisation): one clear error before any data is read.
-    A sweep runs it on every choice of its space before trial 1."""
-    from fastcls.models.registry import resolve_arch
-    from fastcls.models.scratch import check_cnn_config
-    from fastcls.train.optim import check_optim
-    from fastcls.train.strategies import parse_strategy
-
-    if config.train.strategy is not None:
-        parse_strategy(config.train.strategy)
-    check_optim(config.train)
-    config.data.aug.validate()
-    if resolve_arch(config.model.arch).family == "cnn":
-        check_cnn_config(config.model.cnn)
 
 
 def _is_set(nested: dict[str, Any], given: dict[str, Any]) -> bool:
@@ -207,6 +160,8 @@ class ImageClassifier:
 
     # -- training -----------------------------------------------------------------------------
     def _resolve(self, data: str | Path | None, options: dict[str, Any]) -> Config:
+        """The settings of a fit: this classifier's, then `options`; `suggested` says what the data's
+        recipe filled in."""
         overrides = Config.nest(options)
         if data is not None:
             overrides.setdefault("data", {})["source"] = str(data)
@@ -223,123 +178,22 @@ class ImageClassifier:
         stop_after: int | None = None,
         resume: Resume | None = None,
         callbacks: Sequence[Callable[[Trainer], Any]] = (),
-    ):
-        """Resolve arch and data, decode, build (and for fine-tuning, load) the model: a Trainer.
-
-        Settings left open are resolved here and written back into `config`: the arch's full
-        name, the input size, the LR and the strategy, so config.toml repeats the run exactly.
-        """
-        import torch
-
-        from fastcls.data.pipeline import prepare_data
-        from fastcls.device import pick_device
-        from fastcls.models.registry import build_model, default_preprocessing, resolve_arch
-        from fastcls.models.scratch import check_cnn_config
-        from fastcls.models.weights import load_pretrained
-        from fastcls.train.distributed import current_world, sync_batchnorm
-        from fastcls.train.learner import Trainer, seed_everything
-        from fastcls.train.speed import auto_batch_size, compile_model
-
-        world = current_world()  # None unless a distributed launcher (torchrun) started this process
-        settings = config.train
-        settings.strategy = settings.strategy or ("freeze-unfreeze" if config.model.pretrained else "full")
-        settings.lr = settings.lr or (2e-3 if config.model.pretrained else 3e-3)
-        check_names(config)
-        seed_everything(settings.seed)
-        spec = resolve_arch(config.model.arch)
-        card = ModelCard.find(config.model.weights)
-        if card is not None:
-            config.model = model_from_card(config.model, card, spec.name)
-            if spec.family == "cnn":
-                check_cnn_config(config.model.cnn)
-        source = resolve_source(config.data.source, config.data.valid_pct, settings.seed)
-        source = source.with_fraction(config.data.fraction, settings.seed)
-        if card is not None:  # the weights' own normalisation; the size may change
-            prep = Preprocessing.from_dict(card.preprocessing)
-            prep = replace(prep, size=config.data.size or prep.size)
-        else:
-            prep = default_preprocessing(spec, config.data.size, _median_side(source.split("train")))
-        data = prepare_data(source, prep, config.data, report, world)
-        if spec.family == "cnn" and card is None:
-            mean, std = data.channel_stats()
-            prep = replace(prep, mean=mean, std=std)
-        seed_everything(settings.seed)
-        model = build_model(spec, len(source.classes), prep.size, config.model.cnn, config.model.head_dropout)
-        weights_note = "random init"
-        if resume is not None:
-            weights_note = f"resuming after epoch {resume.state['epoch']}"
-        elif config.model.pretrained:
-            loaded = load_pretrained(model, spec.name, spec.family, config.model.weights)
-            weights_note = f"weights from {loaded.source}"
-        n_train, n_valid = data.counts
-        if settings.sync_bn:
-            model = sync_batchnorm(model, world, report)
-        if world is not None and world.rank:
-            seed_everything(settings.seed + world.rank)  # own dropout/MixUp draws; the weights are the same
-        if world is not None:  # this rank decoded its share only
-            n_valid = f"{len(source.split('valid'))} (split over {world.size} processes)"
-        report.info(
-            f"{spec.name} ({weights_note}): {len(source.classes)} classes, {n_train} train / {n_valid} "
-            f"valid images at {prep.size}px, strategy {settings.strategy}"
+    ) -> Trainer:
+        """Build the run (fastcls.build) and take its model, classes and preprocessing: a Trainer."""
+        built = build_run(config, report, log_dir, stop_after, resume, callbacks)
+        self.config, self.model, self.classes, self.preprocessing = (
+            built.config,
+            built.model,
+            built.source.classes,
+            built.preprocessing,
         )
-        device = pick_device()
-        model = model.to(device)
-        if settings.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        data.place(device)
-        if config.data.bs == "auto":
-            config.data.bs = auto_batch_size(model, prep.size, device, n_train, settings.channels_last)
-            report.info(f"--bs auto: batch size {config.data.bs} on {device.type}")
-        bs = world.batch_size(config.data.bs, config.data.global_bs) if world is not None else int(config.data.bs)
-        if world is not None:
-            self.distributed = world.describe(bs)
-            report.info(
-                f"{world.size} processes ({world.backend}), batch {bs} per process: effective batch {bs * world.size}"
-            )
-        if settings.compile:
-            compile_model(model)
-        shard = world.shard if world is not None else None
-        train, valid = data.loaders(prep, bs, settings.seed, settings.channels_last, shard)
-        metrics_path = Path(log_dir) / "metrics.csv" if log_dir is not None else None
-        extra = []
-        if settings.embed_every and log_dir is not None:
-            from fastcls.train.snapshots import EmbeddingSnapshots
-
-            done = int(resume.state["epoch"]) if resume is not None else 0
-            extra.append(EmbeddingSnapshots(settings.embed_every, Path(log_dir), valid, start_epoch=done))
-        sensitive = {}
-        for key in ("freeze_sensitive", "boost_sensitive"):
-            if getattr(settings, key):
-                from fastcls.train.sensitive import read_sensitive
-
-                sensitive[key] = read_sensitive(getattr(settings, key))
-        trainer = Trainer(
-            model,
-            train,
-            valid,
-            settings,
-            report,
-            metrics_path,
-            pretrained=config.model.pretrained,
-            stop_after=stop_after,
-            run_config=config.to_dict(),
-            frozen_tensors=sensitive.get("freeze_sensitive"),
-            boosted_tensors=sensitive.get("boost_sensitive"),
-            extra_callbacks=extra,
-            class_weights=data.class_weights(),
-            world=world,
-        )
-        self.sensitive_tensors = {"frozen": trainer.frozen_tensors, "boosted": trainer.boosted_tensors}
-        if resume is not None:
-            trainer.restore(resume)
-        for make in callbacks:
-            trainer.learn.add_cb(make(trainer))
-        config.model.arch, config.data.size = spec.name, prep.size
-        self.config, self.model, self.classes, self.preprocessing = config, model, source.classes, prep
-        self.family, self._source = spec.family, source
-        self.metrics, self._data = {"skipped_images": data.skipped_count}, data
-        self._valid_skipped = data.skipped_in("valid")  # a share of them, in a data-parallel run
-        return trainer
+        self.family, self._source, self._data = built.spec.family, built.source, built.data
+        self.metrics = {"skipped_images": built.data.skipped_count}
+        self._valid_skipped = built.data.skipped_in("valid")  # a share of them, in a data-parallel run
+        self.sensitive_tensors = built.sensitive_tensors
+        if built.distributed is not None:
+            self.distributed = built.distributed
+        return built.trainer
 
     def fit(
         self,
@@ -421,15 +275,14 @@ class ImageClassifier:
         >>> sorted(result.suggestions)
         ['minimum', 'slide', 'steep', 'valley']
         """
+        suggested = self.suggested
         config = self._resolve(data, options)
-        state = dict(vars(self))  # the probe must not replace this classifier's own model
+        self.suggested = suggested  # the probe leaves this classifier as it was
+        built = build_run(config, as_reporter(reporter, quiet), None)  # a model of its own: this one is kept
         try:
-            trainer = self._prepare(config, as_reporter(reporter, quiet), None)
-            return trainer.lr_find(config.train.lr_suggest)
+            return built.trainer.lr_find(config.train.lr_suggest)
         finally:
-            if self._data is not None:
-                self._data.close()  # the probe's loaders and their workers
-            vars(self).update(state)
+            built.data.close()  # the probe's loaders and their workers
 
     def resume_command(self, path: str | Path) -> str:
         """The command that continues this stopped run exactly (with as many processes as it had)."""
@@ -664,234 +517,3 @@ def load(path: str | Path) -> ImageClassifier:
     clf.stopped, clf.planned_epochs = card.stopped, card.planned_epochs or len(clf.history)
     clf.distributed = card.get("distributed")
     return clf
-
-
-def train_run(
-    config: Config,
-    reporter: Reporter | str | None = None,
-    stop_after: int | None = None,
-    callbacks: Sequence[Callable[[Trainer], Any]] = (),
-) -> tuple[ImageClassifier, Path]:
-    """Train as `config` says and write the run folder: what `fastcls train` does.
-
-    The folder is `run.out`, else `run.root/run.name` (default name `<arch>-<date>-<time>`).
-    Test accuracy is added to the metrics when the data has a test split. With `stop_after=N`
-    (or Ctrl-C / SIGTERM, after the current batch) the run is saved after its last finished
-    epoch and `resume_run` continues it exactly; an interrupt then raises `Interrupted`.
-    If an earlier call for the same folder was killed (kill -9, OOM, power), this call continues it
-    from its last finished epoch when the settings are the same, and refuses, naming the
-    differences, when they are not. `callbacks`: factories of extra fastai callbacks, each called
-    with the Trainer.
-    """
-    final = (
-        Path(config.run.out)
-        if config.run.out
-        else Path(config.run.root) / (config.run.name or default_run_name(config.model.arch))
-    )
-    report = as_reporter(reporter)
-    request = config.to_dict()
-    config = config.merged({"run": {"out": str(final)}})  # trackers find the run by it (W&B's run id)
-
-    def decide(staged: StagedRun) -> tuple[Resume | None, Config]:
-        resume, chosen = None, config
-        if staged.marker is not None:
-            resume, chosen = _adopt_for(staged, request, report)
-        if resume is None:
-            staged.start(chosen.command, request)
-        return resume, chosen
-
-    return _staged_training(final, config.run.exist_ok, decide, report, stop_after, callbacks)
-
-
-def resume_run(
-    path: str | Path, reporter: Reporter | str | None = None, stop_after: int | None = None
-) -> tuple[ImageClassifier, Path]:
-    """Continue a run from its last finished epoch, exactly: one stopped by `stop_after`, Ctrl-C or
-    SIGTERM (a run folder), or one killed outright (its `.NAME.partial` staging folder; `path` may
-    name either).
-
-    Model, optimiser, schedule position, RNG states, grad scaler and strategy phase (frozen
-    groups, per-group LRs) come back as they were, so the result equals an uninterrupted run.
-
-    >>> clf, path = resume_run("runs/digits-1")  # doctest: +SKIP
-    """
-    from fastcls.train.resume import resumable_epoch
-
-    final = final_of(Path(path).expanduser())
-    if not final.exists() and not partial_path(final).is_dir():
-        require_run(final)  # says it does not exist
-    report = as_reporter(reporter)
-
-    def decide(staged: StagedRun) -> tuple[Resume | None, Config]:
-        if staged.marker is not None and resumable_epoch(staged.staging)[0] is not None:
-            return _adopt(staged, report)
-        if not final.exists() and staged.marker is not None:
-            raise RunError(
-                f"{final} was interrupted before it finished an epoch ({resumable_epoch(staged.staging)[1]}), "
-                "so there is nothing to resume; start it again with the same command."
-            )
-        resume, config = _stopped_run(final)
-        staged.start("resume", config.to_dict())
-        return resume, config
-
-    return _staged_training(final, True, decide, report, stop_after)
-
-
-def _staged_training(
-    final: Path,
-    exist_ok: bool,
-    decide: Callable[[StagedRun], tuple[Resume | None, Config]],
-    report: Reporter,
-    stop_after: int | None,
-    callbacks: Sequence[Callable[[Trainer], Any]] = (),
-) -> tuple[ImageClassifier, Path]:
-    """Open the run's staging folder, `decide` what to train (afresh or continued), train, commit.
-
-    Under a distributed launcher (torchrun) every process trains, but only rank 0 opens, writes and
-    commits the folder: its decision (the settings, the resume state) or its error reaches every
-    process, and the others write nothing (fastcls.train.distributed).
-    """
-    import contextlib
-
-    from fastcls.train.distributed import check_world_size, current_world
-
-    world = current_world()
-    if world is None:
-        with StagedRun(final, exist_ok) as staged:
-            resume, config = decide(staged)
-            check_world_size(resume, 1)
-            outcome = _train_into(staged, config, report, stop_after, resume, callbacks)
-        return _finish(*outcome)
-    held: list[StagedRun] = []
-    with world.errors_once():
-        with contextlib.ExitStack() as stack:
-
-            def lead() -> tuple[Resume | None, Config]:
-                held.append(stack.enter_context(StagedRun(final, exist_ok)))
-                resume, config = decide(held[0])
-                check_world_size(resume, world.size)
-                return resume, config
-
-            resume, config = world.from_leader(lead)
-            outcome = _train_into(held[0] if held else None, config, report, stop_after, resume, callbacks, world)
-        return _finish(*outcome, wrote=world.leader)
-
-
-def _stopped_run(path: Path) -> tuple[Resume, Config]:
-    """The resume point of a run folder saved by --stop-after, Ctrl-C or SIGTERM."""
-    from fastcls.train.learner import Resume
-    from fastcls.train.resume import read_resume_point
-
-    folder = require_run(path)
-    card = ModelCard.read(folder)
-    card.require_classifier(folder)
-    if not card.stopped:
-        raise RunError(
-            f"{folder} finished its {card.epochs} epochs, so there is nothing to resume; to train "
-            f"further, fine-tune from it: fastcls finetune DATA --arch {card.arch} --weights {folder}"
-        )
-    state, history, states, epochs = read_resume_point(folder, card.checkpoints)
-    config = load_config(folder / "config.toml").merged({"run": {"out": str(folder), "exist_ok": True}})
-    return Resume(state, history, states, epochs), config
-
-
-def _adopt(staged: StagedRun, report: Reporter) -> tuple[Resume, Config]:
-    """Continue the run a kill interrupted in its staging folder, from its last finished epoch."""
-    from fastcls.train.learner import Resume
-    from fastcls.train.resume import read_resume_point
-
-    state, history, states, epochs = read_resume_point(staged.staging)
-    exist_ok = staged.final.exists()
-    run = {"out": str(staged.final), "exist_ok": exist_ok}
-    config = load_config(staged.staging / "config.toml").merged({"run": run})
-    staged.adopt()
-    report.info(
-        f"resuming {staged.final}: it was interrupted after epoch {state['epoch']}; continuing with epoch "
-        f"{int(state['epoch']) + 1} from {staged.staging}"
-    )
-    return Resume(state, history, states, epochs), config
-
-
-def _adopt_for(staged: StagedRun, request: dict[str, Any], report: Reporter) -> tuple[Resume | None, Config]:
-    """`train_run` found an interrupted attempt at its folder: continue it when it was started with the
-    same settings, start afresh when it never finished an epoch, refuse when the settings differ."""
-    from fastcls.config import settings_differences
-    from fastcls.train.resume import resumable_epoch
-
-    marker = staged.marker or {}
-    epoch, why = resumable_epoch(staged.staging)
-    config = Config.from_dict(request)
-    if epoch is None:
-        report.info(f"{staged.staging} holds an interrupted attempt with {why}; starting {staged.final} afresh")
-        return None, config
-    if marker.get("kind") == "resume":
-        raise RunError(
-            f"{staged.final} is a run being resumed that was interrupted after epoch {epoch}; continue it "
-            f"with `fastcls train --resume {staged.final}`."
-        )
-    old = {k: v for k, v in (marker.get("request") or {}).items() if k != "run"}
-    new = {k: v for k, v in json.loads(json.dumps(request)).items() if k != "run"}
-    differ = settings_differences(old, new)
-    if differ:
-        raise RunError(
-            f"{staged.final} has an interrupted run (after epoch {epoch}) started with other settings: "
-            f"{'; '.join(differ[:4])}. Continue it with `fastcls train --resume {staged.final}`, remove it with "
-            "`fastcls runs clean --interrupted`, or choose another --out or --name."
-        )
-    return _adopt(staged, report)
-
-
-def _train_into(
-    staged: StagedRun | None,
-    config: Config,
-    report: Reporter,
-    stop_after: int | None,
-    resume: Resume | None,
-    callbacks: Sequence[Callable[[Trainer], Any]] = (),
-    world: World | None = None,
-) -> tuple[ImageClassifier, Path]:
-    """Train into the staging folder, then score the test split, write the run and commit it.
-
-    In a distributed run (`world`) every rank trains; rank 0 (`staged` is its folder, None on the
-    others) then writes and commits while the others wait for it, so none ends before the run is whole."""
-    clf = ImageClassifier.from_config(config).fit(
-        reporter=report,
-        log_dir=staged.staging if staged is not None else None,
-        stop_after=stop_after,
-        resume=resume,
-        callbacks=callbacks,
-    )
-    clf.resumed_after = int(resume.state["epoch"]) if resume is not None else None
-    if world is None:
-        return clf, _write_run(clf, staged)
-    return clf, world.from_leader(lambda: _write_run(clf, staged))
-
-
-def _write_run(clf: ImageClassifier, staged: StagedRun) -> Path:
-    if clf._source is not None and "test" in clf._source.splits:
-        result = clf.evaluate(split="test")
-        clf.metrics.update(test_accuracy=result.accuracy, test_top5=result.top5, test_loss=result.loss)
-    clf.write_files(staged.staging, staged.final)
-    return staged.commit()
-
-
-def _finish(clf: ImageClassifier, path: Path, wrote: bool = True) -> tuple[ImageClassifier, Path]:
-    """After the commit: drop the resume file of a finished run (`wrote`: this process wrote it);
-    raise for a NaN stop or an interrupt."""
-    if not clf.stopped and wrote:
-        from fastcls.train.resume import RESUME_FILE
-
-        (path / "checkpoints" / RESUME_FILE).unlink(missing_ok=True)  # finished: nothing to resume
-    if clf.diverged:
-        raise TrainingDiverged(
-            f"{clf.diverged}; training stopped and {path} holds the last good epoch "
-            f"({clf.metrics['kept_epoch']}). Lower --lr (try `--lr auto`) or add --clip-grad 1."
-        )
-    if clf.stopped in ("SIGINT", "SIGTERM"):
-        from fastcls.errors import Interrupted
-
-        raise Interrupted(
-            f"{clf.stopped} after epoch {len(clf.history)} of {clf.planned_epochs}; {path} holds it. "
-            f"Continue exactly where it stopped with: {clf.resume_command(path)}"
-        )
-    return clf, path

@@ -21,7 +21,7 @@ def _dump_after(folder: Path):
     """Wrap train_run/resume_run so each rank saves the weights it ends with."""
     from safetensors.torch import save_file
 
-    import fastcls.api
+    import fastcls.runner
 
     def wrap(real):
         def run(*args, **kwargs):
@@ -33,13 +33,13 @@ def _dump_after(folder: Path):
 
         return run
 
-    fastcls.api.train_run = wrap(fastcls.api.train_run)
-    fastcls.api.resume_run = wrap(fastcls.api.resume_run)
+    fastcls.runner.train_run = wrap(fastcls.runner.train_run)
+    fastcls.runner.resume_run = wrap(fastcls.runner.resume_run)
 
 
 def _nan_on(rank: int, epoch: int, batch: int, crash: bool = False):
     """Pass train_run a callback that makes one rank's loss NaN at one batch (or ends that rank there)."""
-    import fastcls.api
+    import fastcls.runner
 
     def poison(trainer):
         import torch
@@ -57,12 +57,12 @@ def _nan_on(rank: int, epoch: int, batch: int, crash: bool = False):
 
         return PoisonLoss()
 
-    real = fastcls.api.train_run
+    real = fastcls.runner.train_run
 
     def run(config, reporter=None, stop_after=None, callbacks=()):
         return real(config, reporter, stop_after, [*callbacks, poison])
 
-    fastcls.api.train_run = run
+    fastcls.runner.train_run = run
 
 
 if __name__ == "__main__":

@@ -11,10 +11,10 @@ import pytest
 from PIL import Image, ImageOps
 
 import fastcls
-import fastcls.ensemble as ensemble_module
-from fastcls.ensemble import VOTE_METHODS, Ensemble, combine, fit_weights, load_ensemble
+import fastcls.studies.ensemble.study as ensemble_module
 from fastcls.errors import ConfigError, DataError
 from fastcls.export.predictors import load_predictor
+from fastcls.studies.ensemble import VOTE_METHODS, Ensemble, combine, fit_weights, load_ensemble
 from tests_support import write_class_folders
 
 # Three members, three classes, four images; member 2 is preferred on ties.
@@ -199,13 +199,13 @@ def test_cache_is_reused_across_methods_and_invalidated_by_new_weights(members, 
     shutil.copytree(members[1], copy)
     runs = [members[0], copy]
     calls = []
-    real = ensemble_module._run_member
+    real = ensemble_module.run_member
 
     def counted(*args, **kwargs):
         calls.append(args[-1])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(ensemble_module, "_run_member", counted)
+    monkeypatch.setattr(ensemble_module, "run_member", counted)
 
     first = Ensemble(runs, cache_dir=tmp_path / "cache").vote("builtin:digits", method="hard")
     assert [m.cached for m in first.members] == [False, False] and len(calls) == 4  # test and valid, 2 members
@@ -230,7 +230,7 @@ def test_tta_averages_each_image_with_its_mirror(members, tmp_path):
         ImageOps.mirror(Image.open(file)).save(mirrored[-1])
     plain, _ = clf.predict_proba(files)
     flipped, _ = clf.predict_proba(mirrored)
-    tta, kept = ensemble_module._run_member(clf, files, True, None, "tta")
+    tta, kept = ensemble_module.run_member(clf, files, True, None, "tta")
     assert kept.all()
     np.testing.assert_allclose(tta, (plain + flipped) / 2, atol=1e-5)
     result = Ensemble(members, cache_dir=tmp_path / "cache").vote("builtin:digits", method="soft", tta=True)

@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 
 from fastcls.cli.app import app
 from fastcls.config import Config
-from fastcls.recipes import STEPS, RecipeError, StepRecord, _substitute, load_recipe, parse_override
+from fastcls.studies.recipes import STEPS, RecipeError, StepRecord, load_recipe, parse_override
+from fastcls.studies.recipes.running import _substitute
 
 TASKS = sorted((Path(__file__).parents[1] / "tasks").glob("*.toml"))
 runner = CliRunner()

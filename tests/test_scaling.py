@@ -8,7 +8,7 @@ import pytest
 
 from fastcls.config import Config
 from fastcls.errors import ConfigError, RunError
-from fastcls.scaling import INITS, _cell_config, fraction_label, parse_list, scaling
+from fastcls.studies.scaling import INITS, _cell_config, fraction_label, parse_list, scaling
 
 TINY = {"blocks": 2, "filters": 8, "bs": 16}
 

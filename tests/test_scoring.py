@@ -54,7 +54,7 @@ def test_evaluate_and_predict_stream_a_folder_larger_than_the_budget(trained_run
 
 def test_interpret_and_sensitivity_stream_over_the_budget(trained_run, request):
     from fastcls.interpret.context import LazyImages, Options, load_context
-    from fastcls.sensitivity import sensitivity
+    from fastcls.studies.sensitivity import sensitivity
 
     kept = load_context(trained_run, None, "valid", Options(), None)
     ranked = sensitivity(trained_run, method="grad-norm", batches=4, bs=32)

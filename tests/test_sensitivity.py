@@ -13,7 +13,7 @@ from torch import nn
 import fastcls
 from fastcls.errors import ConfigError, FastclsError, RunError
 from fastcls.models.groups import layer_groups
-from fastcls.sensitivity import (
+from fastcls.studies.sensitivity import (
     CSV_COLUMNS,
     CSV_NAME,
     METHODS,

@@ -9,20 +9,20 @@ import pytest
 
 from fastcls.config import load_config
 from fastcls.errors import ConfigError
-from fastcls.sweep import (
+from fastcls.studies.sweep import (
     METRICS,
     MIN_IMPORTANCE_TRIALS,
     PARAM_TYPES,
     PRUNERS,
     SAMPLERS,
     SweepError,
-    _report_callback,
     importance,
     load_space,
     parse_space,
     sweep,
     sweep_outputs,
 )
+from fastcls.studies.sweep.study import _report_callback
 
 TINY = {"arch": "cnn", "blocks": 2, "filters": 8, "epochs": 2, "bs": 16}
 
@@ -205,16 +205,16 @@ def test_an_unknown_choice_in_the_space_fails_before_any_trial(tmp_path, class_f
 def test_a_trial_failing_for_another_reason_is_counted_with_its_first_error(tmp_path, class_folders, monkeypatch):
     import json
 
-    import fastcls.api
+    import fastcls.runner
 
-    real = fastcls.api.train_run
+    real = fastcls.runner.train_run
 
     def flaky(config, *args, **kwargs):
         if config.model.cnn.filters == 4:
             raise RuntimeError("CUDA out of memory (pretend)\nsecond line")
         return real(config, *args, **kwargs)
 
-    monkeypatch.setattr(fastcls.api, "train_run", flaky)
+    monkeypatch.setattr(fastcls.runner, "train_run", flaky)
     space = {"filters": {"type": "choice", "values": [4, 8]}}
     settings = {k: v for k, v in TINY.items() if k != "filters"}
     result = sweep(class_folders, space, 2, out=tmp_path / "s", sampler="grid", pruner="none", settings=settings)

@@ -11,16 +11,16 @@ import warnings
 import pytest
 
 from fastcls.reporting import Reporter
-from fastcls.sweep import (
+from fastcls.studies.sweep import (
     HEARTBEAT_ATTR,
     POSTGRES_HINT,
     SweepError,
-    _fail_stale,
-    _on_stale,
     open_storage,
     shown_storage,
     sweep,
 )
+from fastcls.studies.sweep.storage import stale_handler
+from fastcls.studies.sweep.study import _fail_stale
 
 SPACE = {"lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True}}
 
@@ -48,7 +48,7 @@ def test_journal_heartbeats_fail_a_silent_trial_and_retry_its_settings(tmp_path)
     assert isinstance(study.trials[0].system_attrs[HEARTBEAT_ATTR], float)
 
     said = io.StringIO()
-    alive = open_storage(url, heartbeat=1, on_stale=_on_stale(Reporter("plain", said), retry_failed=1))
+    alive = open_storage(url, heartbeat=1, on_stale=stale_handler(Reporter("plain", said), retry_failed=1))
     seen = optuna.load_study(study_name="s", storage=alive)
     _fail_stale(seen)  # within the grace period (2 s): still running
     assert [t.state.name for t in seen.trials] == ["RUNNING"] and said.getvalue() == ""

@@ -8,7 +8,7 @@ import typer
 
 from fastcls.cli.common import console, esc, handled, json_printed, reporter_for
 from fastcls.cli.options import AsJson, Quiet
-from fastcls.ensemble import VOTE_METHODS
+from fastcls.studies.ensemble import VOTE_METHODS
 
 __all__ = ["ensemble_app", "register"]
 
@@ -41,7 +41,7 @@ def vote(
     """
     from rich.table import Table
 
-    from fastcls.ensemble import Ensemble, default_ensemble_name
+    from fastcls.studies.ensemble import Ensemble, default_ensemble_name
 
     result = Ensemble(runs).vote(
         data,

@@ -198,7 +198,7 @@ def run_config(
     """`fastcls run RUN/config.toml` for a pretraining run: repeat it into a new folder."""
     from fastcls.pretrain.config import PretrainConfig, load_pretrain_config
     from fastcls.pretrain.run import pretrain as run_pretrain
-    from fastcls.recipes import parse_override
+    from fastcls.studies.recipes import parse_override
 
     config = load_pretrain_config(config_file)
     if overrides:

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from fastcls.cli.common import console, esc, handled, json_printed, reporter_for
-from fastcls.sensitivity import CSV_NAME, METHODS, PER
+from fastcls.studies.sensitivity import CSV_NAME, METHODS, PER
 
 __all__ = ["register"]
 
@@ -39,7 +39,7 @@ def sensitivity(
     from rich.table import Table
 
     from fastcls.runs import require_run
-    from fastcls.sensitivity import sensitivity as measure
+    from fastcls.studies.sensitivity import sensitivity as measure
 
     folder = require_run(run)
     result = measure(

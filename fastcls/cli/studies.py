@@ -64,7 +64,7 @@ def sweep(
 
     Example: fastcls sweep builtin:digits --space space.toml --trials 20 --arch cnn --epochs 3
     """
-    from fastcls.sweep import sweep as run_sweep
+    from fastcls.studies.sweep import sweep as run_sweep
 
     flat = pick(settings, tuple(settings))
     base = _base(config_file, flat)
@@ -157,7 +157,7 @@ def scaling(
     Example: fastcls scaling builtin:digits --arch cnn --fractions 1/16,1/4,1 --epochs 5 --size 16
     """
     from fastcls.config import route_dropout
-    from fastcls.scaling import scaling as run_scaling
+    from fastcls.studies.scaling import scaling as run_scaling
 
     flat = route_dropout(pick(settings, tuple(settings)), arch)
     base = _base(config_file, {})
@@ -205,7 +205,7 @@ def show_recipe(result, quiet: bool, as_json: bool) -> None:
         return
     from rich.table import Table
 
-    from fastcls.recipes import format_value
+    from fastcls.studies.recipes import format_value
 
     table = Table(*map(esc, result.columns), title=f"{esc(result.name)}: result")
     for row in result.table:

@@ -57,13 +57,13 @@ def _train_or_resume(command: str, values: dict[str, Any], settings: dict[str, A
                 f"--resume continues {resume} with the settings in its config.toml; drop {flags} "
                 "(only --stop-after, --quiet and --json go with --resume)."
             )
-        from fastcls.api import resume_run
+        from fastcls.runner import resume_run
 
         _show(*resume_run(resume, reporter_for(quiet), stop_after), quiet, as_json)
         return
     if values["data"] is None:
         raise ConfigError(f"DATA is missing: `fastcls {command} DATA ...` (a folder, a CSV or builtin:digits).")
-    from fastcls.api import train_run
+    from fastcls.runner import train_run
 
     config = _config(
         values["config_file"], pick(settings | {"data": values["data"]}, (*settings, "data")) | fixed, quiet or as_json
@@ -205,11 +205,11 @@ def run(
     the same settings are reused. Example: fastcls run tasks/scaling.toml --set epochs=2
     """
     from fastcls.config import Config, load_config
-    from fastcls.recipes import is_recipe
+    from fastcls.studies.recipes import is_recipe
 
     if is_recipe(config_file):
         from fastcls.cli.studies import show_recipe
-        from fastcls.recipes import run_recipe
+        from fastcls.studies.recipes import run_recipe
 
         folder = out or (Path("runs") / "recipes" / name if name else None)
         result = run_recipe(config_file, folder, overrides=overrides or (), smoke=smoke, reporter=reporter_for(quiet))
@@ -228,10 +228,10 @@ def run(
         raise ConfigError(f"--smoke is for recipes (tasks/NAME.toml); {config_file} is a run config.")
     config = load_config(config_file)
     if overrides:
-        from fastcls.recipes import parse_override
+        from fastcls.studies.recipes import parse_override
 
         config = config.merged(Config.nest(dict(parse_override(text) for text in overrides)))
-    from fastcls.api import train_run
+    from fastcls.runner import train_run
 
     run_folder = repeat_into(config_file, name, out)
     _show(*train_run(config.merged({"run": run_folder}), reporter_for(quiet)), quiet, as_json)

@@ -36,7 +36,7 @@ from fastcls.reporting import Reporter, as_reporter
 if TYPE_CHECKING:
     from fastcls.api import ImageClassifier
     from fastcls.data.images import Preprocessing
-    from fastcls.ensemble import EnsembleClassifier
+    from fastcls.studies.ensemble import EnsembleClassifier
 
 __all__ = ["ExportResult", "default_export_path", "export", "export_classifier", "export_ensemble"]
 
@@ -104,8 +104,8 @@ def export(
     parity_images). Default `out`: model.<suffix> in the run folder (ensemble.<suffix> beside
     the ensemble.json). Parity uses `data` (default: what the run was trained or voted on)."""
     from fastcls.api import ImageClassifier
-    from fastcls.ensemble import EnsembleClassifier
     from fastcls.export.predictors import load_predictor
+    from fastcls.studies.ensemble import EnsembleClassifier
 
     chosen = ExportSettings(**settings)
     target = Path(source).expanduser()

@@ -16,7 +16,7 @@ from torch import nn
 __all__ = ["EXPORTABLE_VOTES", "EnsembleGraph", "ModelGraph", "Normalise"]
 
 EXPORTABLE_VOTES = ("soft", "weighted", "geometric")  # hard votes settle ties outside any graph
-_EPS = 1e-12  # the probability floor of fastcls.ensemble's geometric vote
+_EPS = 1e-12  # the probability floor of fastcls.studies.ensemble's geometric vote
 
 
 class Normalise(nn.Module):
@@ -54,7 +54,7 @@ class ModelGraph(nn.Module):
 class EnsembleGraph(nn.Module):
     """Members' softmax probabilities, put in the ensemble's class order, then voted.
 
-    The same vote as `fastcls.ensemble.combine` for soft, weighted and geometric (in float32 here,
+    The same vote as `fastcls.studies.ensemble.combine` for soft, weighted and geometric (in float32 here,
     float64 there); with `tta` each member averages the image and its horizontal flip, as
     `fastcls ensemble vote --tta` does. Output: (N, classes) probabilities.
     """

@@ -8,8 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastcls.api import ImageClassifier, load
-from fastcls.ensemble import EnsembleClassifier, load_ensemble
 from fastcls.export.onnx_predictor import OnnxClassifier, load_onnx
+from fastcls.studies.ensemble import EnsembleClassifier, load_ensemble
 
 __all__ = ["load_predictor"]
 

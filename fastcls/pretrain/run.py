@@ -14,6 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fastcls.build import model_from_card
 from fastcls.errors import ConfigError, DataError, FastclsError, Interrupted, RunError, TrainingDiverged
 from fastcls.model_card import ModelCard
 from fastcls.pretrain.config import PretrainConfig, load_pretrain_config
@@ -129,8 +130,6 @@ def _train_and_write(
     spec = resolve_arch(config.model.arch)
     card = ModelCard.find(config.model.weights) if config.model.pretrained else None
     if card is not None:
-        from fastcls.api import model_from_card
-
         config.model = model_from_card(config.model, card, spec.name)
     if spec.family == "cnn":
         check_cnn_config(config.model.cnn)

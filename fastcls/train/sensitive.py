@@ -1,6 +1,6 @@
 """The sensitivity file (`fastcls sensitivity` writes it): its name and columns, and reading `FILE:K`
 into tensor names for `--freeze-sensitive` / `--boost-sensitive`. Here, in the training layer, because
-fine-tuning reads it; the study that writes it (fastcls.sensitivity) sits above the API."""
+fine-tuning reads it; the study that writes it (fastcls.studies.sensitivity) sits above the API."""
 
 from __future__ import annotations
 

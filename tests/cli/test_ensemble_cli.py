@@ -12,9 +12,9 @@ import pytest
 from typer.testing import CliRunner
 
 import fastcls
-import fastcls.ensemble as ensemble_module
+import fastcls.studies.ensemble.study as ensemble_module
 from fastcls.cli.app import app
-from fastcls.ensemble import VOTE_METHODS
+from fastcls.studies.ensemble import VOTE_METHODS
 
 runner = CliRunner()
 
@@ -115,7 +115,7 @@ def test_second_vote_with_another_method_runs_no_model(members, tmp_path, monkey
     def must_not_run(*args, **kwargs):
         raise AssertionError("a member was run although its predictions are cached")
 
-    monkeypatch.setattr(ensemble_module, "_run_member", must_not_run)
+    monkeypatch.setattr(ensemble_module, "run_member", must_not_run)
     monkeypatch.chdir(tmp_path)
     second = invoke(
         "ensemble",

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fastcls.cli.app import app
-from fastcls.sensitivity import CSV_COLUMNS, METHODS, read_sensitive
+from fastcls.studies.sensitivity import CSV_COLUMNS, METHODS, read_sensitive
 
 runner = CliRunner()
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from fastcls.sweep import HEARTBEAT_ATTR, open_storage
+from fastcls.studies.sweep import HEARTBEAT_ATTR, open_storage
 from postgres_support import postgres_server
 
 TINY = ("--blocks", "2", "--filters", "8", "--bs", "16", "--pruner", "none", "--quiet")
@@ -47,7 +47,7 @@ def _start(command: list[str]) -> subprocess.Popen:
 
 
 def _worker(process: subprocess.Popen) -> str:
-    return f"{socket.gethostname()}:{process.pid}"  # how fastcls.sweep names a worker in its trials
+    return f"{socket.gethostname()}:{process.pid}"  # how fastcls.studies.sweep names a worker in its trials
 
 
 def _wait(check: Callable[[], object], timeout: float, what: str, processes: list[subprocess.Popen]) -> object:

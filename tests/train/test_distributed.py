@@ -114,7 +114,7 @@ def test_errors_cross_ranks_as_errors_people_can_read():
 
 
 def test_a_sweep_under_torchrun_is_refused_naming_one_worker_per_gpu(monkeypatch, tmp_path):
-    from fastcls.sweep import SweepError, sweep
+    from fastcls.studies.sweep import SweepError, sweep
 
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "2")

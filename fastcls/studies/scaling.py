@@ -153,7 +153,7 @@ def _study_key(base: Config) -> dict[str, Any]:
 
 
 def _claim_study(out: Path, key: dict[str, Any]) -> None:
-    from fastcls.sweep import settings_differences
+    from fastcls.studies.sweep import settings_differences
 
     marker = out / STUDY_FILE
     if marker.is_file():
@@ -206,7 +206,7 @@ def _read_cells(out: Path) -> list[Cell]:
 
 
 def _train_cell(config: Config, arch: str, init: str, fraction: float, report: Reporter) -> Cell:
-    from fastcls.api import train_run
+    from fastcls.runner import train_run
 
     start = time.perf_counter()
     clf, path = train_run(config, "quiet")

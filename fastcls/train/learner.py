@@ -28,6 +28,7 @@ from fastcls.reporting import Reporter
 from fastcls.train.features import FeatureBatches, compute_features, stochastic_layers
 from fastcls.train.optim import no_decay_params, opt_func, schedule
 from fastcls.train.strategies import Phase, group_lrs, plan
+from fastcls.train.wiring import assemble
 
 __all__ = ["LRFindResult", "Resume", "Trainer", "seed_everything"]
 
@@ -99,37 +100,6 @@ class CrossEntropy(nn.CrossEntropyLoss):
     y_int = True
 
 
-def _precision(settings: TrainConfig, device: torch.device) -> list[Any]:
-    """fp16: fastai's MixedPrecision with a grad scaler, GPU only; bf16: autocast on any device."""
-    from fastcls.errors import ConfigError
-    from fastcls.train.callbacks import Autocast
-
-    if settings.precision == "fp16":
-        if device.type != "cuda":
-            raise ConfigError("--precision fp16 needs a CUDA GPU; on the CPU use --precision bf16 or fp32.")
-        from fastai.callback.fp16 import MixedPrecision
-
-        return [MixedPrecision("fp16")]
-    if settings.precision == "bf16":
-        return [Autocast(device.type)]
-    return []
-
-
-def _regularisers(settings: TrainConfig) -> list[Any]:
-    """fastai's own MixUp, CutMix and GradientClip callbacks, as the settings ask (imported only then:
-    fastai.callback.mixup pulls in fastai.basics and pandas, a second of start-up)."""
-    callbacks: list[Any] = []
-    if settings.mixup or settings.cutmix:
-        from fastai.callback.mixup import CutMix, MixUp
-
-        callbacks.append(MixUp(settings.mixup) if settings.mixup else CutMix(settings.cutmix))
-    if settings.clip_grad:
-        from fastai.callback.training import GradientClip
-
-        callbacks.append(GradientClip(settings.clip_grad))
-    return callbacks
-
-
 class Trainer:
     """One model, its data and its strategy: `lr_find()` and `fit()` share the same Learner.
 
@@ -154,17 +124,7 @@ class Trainer:
         class_weights: torch.Tensor | None = None,
         world: Any = None,
     ) -> None:
-        from fastcls.train.callbacks import (
-            Checkpoints,
-            EarlyStop,
-            EpochLog,
-            FreezeBatchNorm,
-            NanGuard,
-            ProgressBars,
-            RestartBatchNormStats,
-            ResumePoint,
-            StopRequest,
-        )
+        from fastcls.train.callbacks import ProgressBars
 
         Learner, DataLoaders = _import_fastai()
         self.model, self.train, self.valid, self.settings, self.reporter = model, train, valid, settings, reporter
@@ -184,59 +144,34 @@ class Trainer:
         if self.boosted_tensors:
             self.groups.append("boosted")  # last, so freezing the leading layer groups never freezes it
         self.history: list[dict[str, Any]] = []
-        self.log = EpochLog(self.history, metrics_path)
-        folder = metrics_path.parent / "checkpoints" if metrics_path is not None else None
-        self.checkpoints = Checkpoints(self.history, folder, model, settings.monitor)
-        self.early = EarlyStop(settings.monitor, settings.early_stop, self.history) if settings.early_stop else None
-        self.nan_guard = NanGuard(self.history)
         self.device = next(model.parameters()).device
         self.bn_policy = settings.frozen_bn
-        # eval and restart re-estimate a pretrained model's statistics when its BatchNorm first trains
-        # (README, "BatchNorm"): measured +2.8 points freeze-unfreeze, +1.4 full on digits at 64 px.
-        restarts = pretrained and self.bn_policy in ("eval", "restart")
-        self.restart = RestartBatchNormStats() if restarts else None
-        self.stop = StopRequest(self.history, stop_after)
-        self.resume_point = ResumePoint(self.history, folder, train.generator, self.restart)
-        self.start_epoch, self._resume_state = 0, None
-        callbacks: list[Any] = [
-            self.log,
-            self.checkpoints,
-            self.resume_point,
-            self.nan_guard,
-            self.stop,
-            *_regularisers(settings),
-            *_precision(settings, self.device),
-        ]
-        from fastcls.train.tracking import trackers
-
-        run_folder = metrics_path.parent if metrics_path is not None else None
-        self.trackers = trackers(settings.log, self.history, run_folder, run_config or {})
-        self.ema = None
-        if settings.ema:
-            from fastcls.train.ema import EmaWeights
-
-            self.ema = EmaWeights(model, settings.ema, self._score, self.log.pending)
-            self.checkpoints.ema, self.resume_point.ema = self.ema.module, self.ema
-            callbacks.append(self.ema)
-        callbacks += self.trackers + list(extra_callbacks or [])
-        if self.early is not None:
-            callbacks.append(self.early)
-        if self.bn_policy == "eval":
-            callbacks.append(FreezeBatchNorm())
-        if self.boosted_tensors and settings.boost_clip:
-            from fastcls.train.callbacks import BoostClip
-
-            lookup = dict(model.named_parameters())
-            callbacks.append(BoostClip([lookup[name] for name in self.boosted_tensors], settings.boost_clip))
-        if self.restart is not None:
-            callbacks.append(self.restart)
-        self.world, self.together = world, self._together(world)
-        callbacks += self.together
-        self.progress = None
-        if reporter.mode != "quiet":
-            total = sum(p.epochs for p in self.phases)
-            self.progress = ProgressBars(reporter, self.history, total)
-            callbacks.append(self.progress)
+        self.start_epoch, self._resume_state, self.world = 0, None, world
+        wired = assemble(
+            settings,
+            model,
+            self.history,
+            metrics_path,
+            train.generator,
+            pretrained=pretrained,
+            stop_after=stop_after,
+            run_config=run_config or {},
+            boosted_tensors=self.boosted_tensors,
+            device=self.device,
+            score=self._score,
+            reporter=reporter,
+            total_epochs=sum(p.epochs for p in self.phases),
+            extra=list(extra_callbacks or []),
+            world=world,
+        )
+        self.log, self.checkpoints, self.resume_point, self.stop = (
+            wired.log,
+            wired.checkpoints,
+            wired.resume_point,
+            wired.stop,
+        )
+        self.nan_guard, self.early, self.restart, self.ema = wired.nan_guard, wired.early, wired.restart, wired.ema
+        self.trackers, self.together, self.progress = wired.trackers, wired.together, wired.progress
         self.learn = Learner(
             DataLoaders(train, valid),
             model,
@@ -247,25 +182,12 @@ class Trainer:
             opt_func=opt_func(settings, no_decay_params(model)),
             splitter=self._split,
             train_bn=self.bn_policy != "eval",
-            cbs=callbacks,
+            cbs=wired.all,
         )
         self.log.head_index = self.layer_group_count - 1
         for name in ("progress", "ProgressCallback"):
             if hasattr(self.learn, name) and not isinstance(getattr(self.learn, name), ProgressBars):
                 self.learn.remove_cb(getattr(self.learn, name))
-
-    def _together(self, world: Any) -> list[Any]:
-        """Data-parallel (`world` from fastcls.train.distributed): DDP for the training batches, stops
-        agreed by every rank, metrics and resume state gathered from every rank."""
-        if world is None:
-            return []
-        from fastcls.train.distributed import DataParallel, StepTogether
-        from fastcls.train.resume import capture_rng
-
-        self.stop.collective = True
-        self.log.reduce = world.add_up
-        self.resume_point.share = world.resume_share(lambda: capture_rng(self.train.generator))
-        return [DataParallel(world), StepTogether(world, self.history, self.nan_guard, self.stop)]
 
     def set_lr(self, lr: float) -> None:
         """Use a new base LR (e.g. the LR finder's pick) for every phase."""

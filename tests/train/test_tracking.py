@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from typer.testing import CliRunner
 
@@ -86,6 +88,7 @@ def test_a_stopped_then_resumed_run_continues_one_wandb_run(tmp_path, class_fold
     result = CliRunner().invoke(app, [*args, "--bs", "16", "--log", "wandb", "--out", str(out), "--stop-after", "1"])
     assert result.exit_code == 0, result.stderr
     run_id = (out / "wandb" / "fastcls-run-id").read_text().strip()
+    time.sleep(1.1)  # W&B names an offline part by the second it starts: two parts in one second share a folder
     result = CliRunner().invoke(app, ["train", "--resume", str(out), "-q"])
     assert result.exit_code == 0, result.stderr
     parts = sorted((out / "wandb").glob("offline-run-*"), key=lambda p: p.name)

@@ -53,10 +53,11 @@ class ModelCard:
         return len(self.classes)
 
     def get(self, key: str, default: Any = None) -> Any:
-        """A field, or a key of `extra`, by its name in the file."""
-        if key in _FIELDS:
-            return getattr(self, key)
-        return self.extra.get(key, default)
+        """A field, or a key of `extra`, by its name in the file; `default` when the card has none."""
+        try:
+            return self[key]
+        except KeyError:
+            return default
 
     def __getitem__(self, key: str) -> Any:
         """`card["epochs"]`: a key as the file has it (ImageClassifier.model_card() was a dict)."""

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fastcls.data.images import IMAGE_SUFFIXES
 from fastcls.errors import DataError
 
 __all__ = ["Prediction", "expand_images", "rank_predictions"]
@@ -23,6 +22,8 @@ class Prediction:
 
 def expand_images(items: list[str | Path]) -> list[Path]:
     """Image files given, and every image under the folders given (sorted); a missing path is a DataError."""
+    from fastcls.data.images import IMAGE_SUFFIXES  # with numpy: not for `fastcls --help`, which imports this
+
     paths: list[Path] = []
     for item in items:
         path = Path(item).expanduser()

@@ -11,6 +11,8 @@ from typing import Any
 
 import typer
 
+from fastcls.model_card import CARD_FILE
+
 __all__ = [
     "DEBUG",
     "console",
@@ -95,7 +97,7 @@ def json_printed(result: Any, as_json: bool, quiet: bool = False) -> bool:
 def repeat_into(config_file: Path, name: str | None, out: Path | None) -> dict[str, Any]:
     """The `[run]` settings of `fastcls run CONFIG`: a run's own config.toml repeats into a new folder
     beside it (a fresh dated name unless --name), any other config into --out or its own [run] table."""
-    inside_run = (config_file.parent / "model.json").is_file()
+    inside_run = (config_file.parent / CARD_FILE).is_file()
     run: dict[str, Any] = {"out": str(out) if out else None}
     if name or inside_run:
         run["name"] = name

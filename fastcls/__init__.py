@@ -38,7 +38,7 @@ _LAZY = {
     "load_config": "fastcls.config",
     "FastclsError": "fastcls.errors",
     "Ensemble": "fastcls.studies.ensemble",
-    "Evaluation": "fastcls.api",
+    "Evaluation": "fastcls.evaluation",
     "ImageClassifier": "fastcls.api",
     "Prediction": "fastcls.api",
     "load": "fastcls.api",

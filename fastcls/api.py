@@ -11,22 +11,23 @@ Keras-simple on the outside, fastai underneath::
 
 from __future__ import annotations
 
-import platform
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fastcls.build import build_run, check_names, model_from_card
+from fastcls.build import build_run, check_names, describe_suggestions, model_from_card, with_suggestions
 from fastcls.config import Config, load_config
 from fastcls.data.images import Preprocessing
 from fastcls.data.sources import ImageSource, Sample, resolve_source
 from fastcls.errors import DataError, RunError
+from fastcls.evaluation import Evaluation, evaluate_samples
 from fastcls.model_card import MODEL_FORMAT, ModelCard
 from fastcls.predictions import Prediction, expand_images, rank_predictions
 from fastcls.reporting import Reporter, as_reporter
 from fastcls.runs import atomic_write_text, read_metrics, require_run
 from fastcls.staging import StagedRun
+from fastcls.version import versions
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -42,79 +43,6 @@ __all__ = [
     "model_from_card",
     "rank_predictions",
 ]
-
-
-@dataclass
-class Evaluation:
-    """Scores of a model on one split: overall, per class (scikit-learn), and the confusion counts."""
-
-    data: str
-    split: str
-    n: int
-    accuracy: float
-    top5: float
-    loss: float
-    classes: list[str]
-    per_class: dict[str, dict[str, float]]
-    confusion: list[list[int]]
-    skipped: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def _confusion(truth, predicted, n_classes: int):
-    """Counts[true, predicted]; the same as sklearn's confusion_matrix without importing it (1 s)."""
-    import numpy as np
-
-    flat = np.bincount(truth * n_classes + predicted, minlength=n_classes * n_classes)
-    return flat.reshape(n_classes, n_classes)
-
-
-def _versions() -> dict[str, str]:
-    import sys
-
-    import torch
-
-    from fastcls.version import __version__
-
-    versions = {
-        "fastcls": __version__,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-    }
-    for name in ("fastai", "timm", "torchvision"):
-        module = sys.modules.get(name)
-        if module is not None:
-            versions[name] = getattr(module, "__version__", "?")
-    return versions
-
-
-def _is_set(nested: dict[str, Any], given: dict[str, Any]) -> bool:
-    """Whether the one setting in `nested` (e.g. {"model": {"cnn": {"blocks": 3}}}) is present in `given`."""
-    key, value = next(iter(nested.items()))
-    if key not in given:
-        return False
-    return not isinstance(value, dict) or not isinstance(given[key], dict) or _is_set(value, given[key])
-
-
-def with_suggestions(config: Config, *given: dict[str, Any]) -> tuple[Config, dict[str, Any]]:
-    """`config` with its data's recipe for its arch (`fastcls.data.builtin.SUGGESTED`, e.g. builtin:digits
-    for the scratch CNN) in place of the settings that none of `given` (nested, as in the TOML) sets;
-    and those settings, flat. Any other data and arch, or a model that starts from weights (a run, a
-    file, pretrained): `config` unchanged and {}."""
-    from fastcls.data.builtin import suggested_settings
-
-    if config.model.pretrained or config.model.weights:  # the weights' run or card fixes the model and its input
-        return config, {}
-    suggested = suggested_settings(config.data.source, config.model.arch)
-    applied = {k: v for k, v in suggested.items() if not any(_is_set(Config.nest({k: v}), g) for g in given)}
-    return (config.merged(Config.nest(applied)) if applied else config), applied
-
-
-def describe_suggestions(source: str, applied: dict[str, Any]) -> str:
-    settings = ", ".join(f"{k} {v}" for k, v in applied.items())
-    return f"{source}: its recipe for this arch sets {settings} (any setting you give overrides it)"
 
 
 class ImageClassifier:
@@ -335,56 +263,19 @@ class ImageClassifier:
     ) -> Evaluation:
         """Accuracy, top-5, loss, per-class precision/recall/F1 and confusion counts on a split.
 
-        Per-class scores follow scikit-learn's definitions (zero_division=0); the tests check them.
-
         Default data is what the model was trained on; default split is test, else valid.
         """
-        import numpy as np
-        import torch
-
-        from fastcls.data.loaders import label_index
-        from fastcls.scoring import score_files
-
         self._require_trained()
         spec, split, samples = self._split_samples(data, split)
-        index = label_index(samples, self.classes)
-        scores = score_files(
+        return evaluate_samples(
             self.model,
             self.preprocessing,
-            [s.path for s in samples],
-            torch.tensor([index[s.label] for s in samples], dtype=torch.long),
-            on_bad_image=self.config.data.on_bad_image,
-            reporter=as_reporter(reporter),
-            description=split,
-        )
-        probs, labels = scores.probs, scores.labels
-        k = min(5, len(self.classes))
-        top = probs.topk(k, dim=-1).indices
-        predicted = top[:, 0]
-        loss = float(torch.nn.functional.nll_loss(probs.clamp_min(1e-12).log(), labels))
-        confusion = _confusion(labels.numpy(), predicted.numpy(), len(self.classes))
-        support = confusion.sum(axis=1)
-        hits = np.diag(confusion)
-        precision = np.divide(hits, confusion.sum(axis=0), out=np.zeros(len(hits)), where=confusion.sum(axis=0) > 0)
-        recall = np.divide(hits, support, out=np.zeros(len(hits)), where=support > 0)
-        f1 = np.divide(
-            2 * precision * recall, precision + recall, out=np.zeros(len(hits)), where=precision + recall > 0
-        )
-        per_class = {
-            name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
-            for name, p, r, f, s in zip(self.classes, precision, recall, f1, support, strict=True)
-        }
-        return Evaluation(
+            self.classes,
+            samples,
             data=spec,
             split=split,
-            n=len(labels),
-            accuracy=float((predicted == labels).float().mean()),
-            top5=float((top == labels.view(-1, 1)).any(dim=1).float().mean()),
-            loss=loss,
-            classes=list(self.classes),
-            per_class=per_class,
-            confusion=confusion.tolist(),
-            skipped=len(scores.skipped),
+            on_bad_image=self.config.data.on_bad_image,
+            reporter=as_reporter(reporter),
         )
 
     def predict_proba(self, images: list[str | Path] | str | Path):
@@ -436,7 +327,7 @@ class ImageClassifier:
                 if self.lr_found is not None
                 else None
             ),
-            "versions": _versions(),
+            "versions": versions(),
         }
 
     def write_files(self, folder: str | Path, final: str | Path) -> None:

@@ -33,10 +33,39 @@ __all__ = [
     "build_run",
     "build_trainer",
     "check_names",
+    "describe_suggestions",
     "model_from_card",
     "place",
     "resolve_settings",
+    "with_suggestions",
 ]
+
+
+def _is_set(nested: dict[str, Any], given: dict[str, Any]) -> bool:
+    """Whether the one setting in `nested` (e.g. {"model": {"cnn": {"blocks": 3}}}) is present in `given`."""
+    key, value = next(iter(nested.items()))
+    if key not in given:
+        return False
+    return not isinstance(value, dict) or not isinstance(given[key], dict) or _is_set(value, given[key])
+
+
+def with_suggestions(config: Config, *given: dict[str, Any]) -> tuple[Config, dict[str, Any]]:
+    """`config` with its data's recipe for its arch (`fastcls.data.builtin.SUGGESTED`, e.g. builtin:digits
+    for the scratch CNN) in place of the settings that none of `given` (nested, as in the TOML) sets;
+    and those settings, flat. Any other data and arch, or a model that starts from weights (a run, a
+    file, pretrained): `config` unchanged and {}."""
+    from fastcls.data.builtin import suggested_settings
+
+    if config.model.pretrained or config.model.weights:  # the weights' run or card fixes the model and its input
+        return config, {}
+    suggested = suggested_settings(config.data.source, config.model.arch)
+    applied = {k: v for k, v in suggested.items() if not any(_is_set(Config.nest({k: v}), g) for g in given)}
+    return (config.merged(Config.nest(applied)) if applied else config), applied
+
+
+def describe_suggestions(source: str, applied: dict[str, Any]) -> str:
+    settings = ", ".join(f"{k} {v}" for k, v in applied.items())
+    return f"{source}: its recipe for this arch sets {settings} (any setting you give overrides it)"
 
 
 @dataclass

@@ -8,14 +8,21 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import tomllib
 from dataclasses import dataclass, field, fields
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 from fastcls.aug_settings import AUTO_AUGMENTS, resolve_settings
 from fastcls.errors import ConfigError, did_you_mean
+from fastcls.setting_values import (
+    check_choice,
+    check_range,
+    coerce,
+    drop_none,
+    parse_fraction,
+    read_toml,
+    settings_differences,
+)
 
 __all__ = [
     "BAD_IMAGE_POLICIES",
@@ -52,24 +59,11 @@ FROZEN_BN = ("eval", "train", "restart")
 LEGACY = {("train", "freeze_bn"): ("frozen_bn", lambda on: "eval" if on else "restart")}
 
 
-def parse_fraction(value: str | float) -> float:
-    """Read `1/16`, `0.0625` or `1` as a float in (0, 1]."""
-    try:
-        number = float(Fraction(str(value).strip()))
-    except (ValueError, ZeroDivisionError):
-        raise ConfigError(
-            f"fraction {value!r} is not a number; write it as 1/16 or 0.0625 (a share of train in (0, 1])."
-        ) from None
-    if not 0 < number <= 1:
-        raise ConfigError(f"fraction {value!r} must be in (0, 1], e.g. 1/16 or 0.5.")
-    return number
-
-
 def parse_log_names(value: str) -> list[str]:
     """`csv`, `tensorboard`, `csv,wandb`, ... -> the tracker names; unknown names are a ConfigError."""
     names = [part.strip() for part in str(value).split(",") if part.strip()] or ["csv"]
     for name in names:
-        _check_choice("log", name, LOGGERS)
+        check_choice("log", name, LOGGERS)
     return names
 
 
@@ -79,17 +73,6 @@ def route_dropout(flat: dict[str, Any], arch: str) -> dict[str, Any]:
     if "dropout" in flat and "cnn" not in str(arch).split(","):
         flat["head_dropout"] = flat.pop("dropout")
     return flat
-
-
-def _check_range(name: str, value: float, low: float, high: float | None = None) -> None:
-    if value < low or (high is not None and value > high):
-        upper = f" and {high}" if high is not None else ""
-        raise ConfigError(f"{name}={value!r} is out of range: it must be at least {low}{upper}.")
-
-
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"{name}={value!r} is not one of {', '.join(choices)}.{did_you_mean(value, choices)}")
 
 
 @dataclass
@@ -117,16 +100,16 @@ class AugConfig:
 
     def validate(self) -> None:
         values = resolve_settings(self.preset, self.overrides())
-        _check_range("crop_scale", values["crop_scale"], 0.0, 1.0)
-        _check_range("crop_ratio", values["crop_ratio"], 1.0, 10.0)
-        _check_range("rotate", values["rotate"], 0.0, 180.0)
+        check_range("crop_scale", values["crop_scale"], 0.0, 1.0)
+        check_range("crop_ratio", values["crop_ratio"], 1.0, 10.0)
+        check_range("rotate", values["rotate"], 0.0, 180.0)
         for name in ("hflip", "vflip", "blur", "erasing"):
-            _check_range(name, values[name], 0.0, 1.0)
-        _check_choice("auto_aug", values["auto_aug"], AUTO_AUGMENTS)
-        _check_range("magnitude", values["magnitude"], 0, 30)
-        _check_range("jitter", values["jitter"], 0.0, 1.0)
-        _check_range("hue", values["hue"], 0.0, 0.5)
-        _check_range("blur_sigma", values["blur_sigma"], 0.1, 100.0)
+            check_range(name, values[name], 0.0, 1.0)
+        check_choice("auto_aug", values["auto_aug"], AUTO_AUGMENTS)
+        check_range("magnitude", values["magnitude"], 0, 30)
+        check_range("jitter", values["jitter"], 0.0, 1.0)
+        check_range("hue", values["hue"], 0.0, 0.5)
+        check_range("blur_sigma", values["blur_sigma"], 0.1, 100.0)
 
 
 @dataclass
@@ -148,17 +131,17 @@ class DataConfig:
     global_bs: bool = False  # data-parallel: bs is all processes' batch together, split evenly (default: per process)
 
     def validate(self) -> None:
-        _check_range("valid_pct", self.valid_pct, 0.01, 0.9)
+        check_range("valid_pct", self.valid_pct, 0.01, 0.9)
         self.fraction = parse_fraction(self.fraction)
-        _check_choice("on_bad_image", self.on_bad_image, BAD_IMAGE_POLICIES)
+        check_choice("on_bad_image", self.on_bad_image, BAD_IMAGE_POLICIES)
         if self.size is not None:
-            _check_range("size", self.size, 4, 4096)
+            check_range("size", self.size, 4, 4096)
         if self.bs != "auto":
-            _check_range("bs", self.bs, 1, 65536)
+            check_range("bs", self.bs, 1, 65536)
         if self.workers is not None:
-            _check_range("workers", self.workers, 0, 64)
-        _check_choice("loader", self.loader, LOADERS)
-        _check_choice("balance", self.balance, BALANCE_CHOICES)
+            check_range("workers", self.workers, 0, 64)
+        check_choice("loader", self.loader, LOADERS)
+        check_choice("balance", self.balance, BALANCE_CHOICES)
         self.aug.validate()
 
 
@@ -176,13 +159,13 @@ class CnnConfig:
     dense: int = 256
 
     def validate(self) -> None:
-        _check_range("blocks", self.blocks, 1, 12)
-        _check_range("filters", self.filters, 1, 4096)
-        _check_range("kernel", self.kernel, 1, 15)
+        check_range("blocks", self.blocks, 1, 12)
+        check_range("filters", self.filters, 1, 4096)
+        check_range("kernel", self.kernel, 1, 15)
         if self.kernel % 2 == 0:
             raise ConfigError(f"kernel={self.kernel} must be odd (1, 3, 5, ...) to keep 'same' padding.")
-        _check_range("dropout", self.dropout, 0.0, 0.95)
-        _check_range("dense", self.dense, 1, 65536)
+        check_range("dropout", self.dropout, 0.0, 0.95)
+        check_range("dense", self.dense, 1, 65536)
 
 
 @dataclass
@@ -201,7 +184,7 @@ class ModelConfig:
         if self.weights is not None and not self.pretrained:
             raise ConfigError("weights were given but pretrained is off; use `fastcls finetune` (or pretrained=True).")
         if self.head_dropout is not None:
-            _check_range("head_dropout", self.head_dropout, 0.0, 0.95)
+            check_range("head_dropout", self.head_dropout, 0.0, 0.95)
         self.cnn.validate()
 
 
@@ -253,37 +236,37 @@ class TrainConfig:
     sync_bn: bool = False  # data-parallel on GPUs: BatchNorm uses the statistics of the whole global batch
 
     def validate(self) -> None:
-        _check_range("epochs", self.epochs, 1, 100000)
+        check_range("epochs", self.epochs, 1, 100000)
         if self.lr is not None:
-            _check_range("lr", self.lr, 1e-12, 100.0)
-        _check_choice("lr_suggest", self.lr_suggest, LR_SUGGESTIONS)
-        _check_choice("frozen_bn", self.frozen_bn, FROZEN_BN)
-        _check_range("wd", self.wd, 0.0, 10.0)
-        _check_range("freeze_epochs", self.freeze_epochs, 0, 100000)
-        _check_range("lr_mult", self.lr_mult, 1.0, 1e6)
-        _check_range("unfreeze_every", self.unfreeze_every, 1, 100000)
-        _check_range("momentum", self.momentum, 0.0, 0.9999)
-        _check_range("eps", self.eps, 0.0, 1.0)
+            check_range("lr", self.lr, 1e-12, 100.0)
+        check_choice("lr_suggest", self.lr_suggest, LR_SUGGESTIONS)
+        check_choice("frozen_bn", self.frozen_bn, FROZEN_BN)
+        check_range("wd", self.wd, 0.0, 10.0)
+        check_range("freeze_epochs", self.freeze_epochs, 0, 100000)
+        check_range("lr_mult", self.lr_mult, 1.0, 1e6)
+        check_range("unfreeze_every", self.unfreeze_every, 1, 100000)
+        check_range("momentum", self.momentum, 0.0, 0.9999)
+        check_range("eps", self.eps, 0.0, 1.0)
         if self.step_size is not None:
-            _check_range("step_size", self.step_size, 1, 100000)
-        _check_range("gamma", self.gamma, 1e-6, 1.0)
-        _check_range("label_smoothing", self.label_smoothing, 0.0, 0.5)
-        _check_range("mixup", self.mixup, 0.0, 100.0)
-        _check_range("cutmix", self.cutmix, 0.0, 100.0)
+            check_range("step_size", self.step_size, 1, 100000)
+        check_range("gamma", self.gamma, 1e-6, 1.0)
+        check_range("label_smoothing", self.label_smoothing, 0.0, 0.5)
+        check_range("mixup", self.mixup, 0.0, 100.0)
+        check_range("cutmix", self.cutmix, 0.0, 100.0)
         if self.mixup and self.cutmix:
             raise ConfigError("mixup and cutmix are exclusive: set one of them to 0.")
-        _check_choice("keep", self.keep, KEEP_CHOICES)
+        check_choice("keep", self.keep, KEEP_CHOICES)
         if self.ema is not None:
-            _check_range("ema", self.ema, 0.5, 0.999999)
+            check_range("ema", self.ema, 0.5, 0.999999)
         elif "ema" in self.keep:
             raise ConfigError(f"keep={self.keep!r} needs an EMA of the weights: add --ema DECAY (e.g. 0.999).")
-        _check_choice("monitor", self.monitor, MONITORS)
-        _check_choice("precision", self.precision, PRECISIONS)
+        check_choice("monitor", self.monitor, MONITORS)
+        check_choice("precision", self.precision, PRECISIONS)
         self.log = ",".join(parse_log_names(self.log))
         if self.early_stop is not None:
-            _check_range("early_stop", self.early_stop, 1, 100000)
+            check_range("early_stop", self.early_stop, 1, 100000)
         if self.clip_grad is not None:
-            _check_range("clip_grad", self.clip_grad, 1e-6, 1e6)
+            check_range("clip_grad", self.clip_grad, 1e-6, 1e6)
         boost = {"boost_lr": self.boost_lr, "boost_wd": self.boost_wd, "boost_clip": self.boost_clip}
         if self.boost_sensitive is None and any(v is not None for v in boost.values()):
             given = ", ".join(k for k, v in boost.items() if v is not None)
@@ -291,13 +274,13 @@ class TrainConfig:
         if self.boost_sensitive is not None and self.boost_lr is None:
             raise ConfigError("--boost-sensitive needs --boost-lr X, the boosted tensors' own peak LR (e.g. 1e-4).")
         if self.embed_every is not None:
-            _check_range("embed_every", self.embed_every, 1, 100000)
+            check_range("embed_every", self.embed_every, 1, 100000)
         if self.boost_lr is not None:
-            _check_range("boost_lr", self.boost_lr, 1e-12, 100.0)
+            check_range("boost_lr", self.boost_lr, 1e-12, 100.0)
         if self.boost_wd is not None:
-            _check_range("boost_wd", self.boost_wd, 0.0, 10.0)
+            check_range("boost_wd", self.boost_wd, 0.0, 10.0)
         if self.boost_clip is not None:
-            _check_range("boost_clip", self.boost_clip, 1e-6, 1e6)
+            check_range("boost_clip", self.boost_clip, 1e-6, 1e6)
 
 
 @dataclass
@@ -328,14 +311,14 @@ class Config:
     run: RunConfig = field(default_factory=RunConfig)
 
     def validate(self) -> Config:
-        _check_choice("command", self.command, COMMANDS)
+        check_choice("command", self.command, COMMANDS)
         for name in _SECTIONS:
             getattr(self, name).validate()
         return self
 
     def to_dict(self) -> dict[str, Any]:
         """A TOML-ready dict: None values are left out, `cnn` only for the cnn arch."""
-        out = _drop_none(dataclasses.asdict(self))
+        out = drop_none(dataclasses.asdict(self))
         if self.model.arch != "cnn":
             out["model"].pop("cnn", None)
         return out
@@ -381,12 +364,6 @@ class Config:
         return tomli_w.dumps(self.to_dict())
 
 
-def _drop_none(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _drop_none(v) for k, v in value.items() if v is not None}
-    return value
-
-
 def _apply(target: Any, overrides: dict[str, Any], prefix: str) -> None:
     known = {f.name: f for f in fields(target)}
     for (section, old), (new, convert) in LEGACY.items():
@@ -408,46 +385,7 @@ def _apply(target: Any, overrides: dict[str, Any], prefix: str) -> None:
             _apply(copy, value, f"{where}.")
             setattr(target, key, copy)
         else:
-            setattr(target, key, _coerce(where, value, known[key].type))
-
-
-def _coerce(where: str, value: Any, annotation: Any) -> Any:
-    kind = str(annotation)
-    if value is None:
-        return None
-    if kind == "int | str" and isinstance(value, str) and value.strip().lower() == "auto":
-        return "auto"
-    try:
-        if kind.startswith("bool"):
-            if isinstance(value, bool):
-                return value
-            raise ValueError
-        if kind.startswith("int"):
-            if isinstance(value, bool) or float(value) != int(value):
-                raise ValueError
-            return int(value)
-        if kind.startswith("float"):
-            return parse_fraction(value) if where.endswith("fraction") else float(value)
-        if kind.startswith("str"):
-            if not isinstance(value, str | Path):
-                raise ValueError
-            return str(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"setting {where!r} has the wrong type: {value!r} is not {kind}.") from None
-    return value
-
-
-def read_toml(
-    path: str | Path, what: str = "config file", hint: str = "", error: type[ConfigError] = ConfigError
-) -> dict[str, Any]:
-    """A TOML file as a dict; a missing or malformed file is `error` naming `what` it should be."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise error(f"{what} {str(path)!r} does not exist{hint}.")
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise error(f"{what} {str(path)!r} is not valid TOML: {exc}.") from None
+            setattr(target, key, coerce(where, value, known[key].type))
 
 
 def load_config(path: str | Path) -> Config:
@@ -460,13 +398,3 @@ def apply_settings(target: Any, overrides: dict[str, Any], prefix: str = "") -> 
     """Set `overrides` (nested dicts for nested dataclasses) on a settings dataclass, checking each
     key and coercing each value the way `Config.merged` does."""
     _apply(target, overrides, prefix)
-
-
-def settings_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
-    """Each dotted key whose value differs between two nested dicts, as 'key (old then, new now)'."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        out = []
-        for key in sorted(set(old) | set(new), key=str):
-            out += settings_differences(old.get(key), new.get(key), f"{prefix}{key}.")
-        return out
-    return [] if old == new else [f"{prefix.rstrip('.')} ({old!r} then, {new!r} now)"]

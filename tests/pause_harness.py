@@ -61,7 +61,8 @@ def _install(point: str, signal_file: Path) -> None:
 
         fastcls.runs.atomic_write_bytes = atomic_write_bytes
     elif kind in ("publishing", "after-epoch"):
-        from fastcls.train.callbacks import Checkpoints, ResumePoint
+        from fastcls.train.callbacks import Checkpoints
+        from fastcls.train.resuming import ResumePoint
 
         if kind == "publishing":
             real_publish = Checkpoints.publish

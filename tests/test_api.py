@@ -23,7 +23,7 @@ def test_cnn_on_builtin_digits_reaches_the_floor():
 
 
 def test_builtin_digits_recipe_fills_only_the_settings_left_unset(class_folders):
-    from fastcls.api import with_suggestions
+    from fastcls.build import with_suggestions
 
     clf = fastcls.ImageClassifier("cnn", epochs=1, filters=8).fit("builtin:digits", quiet=True)
     assert clf.suggested == {"size": 16, "blocks": 3, "aug": "light", "label_smoothing": 0.1}

@@ -94,6 +94,14 @@ def json_printed(result: Any, as_json: bool, quiet: bool = False) -> bool:
     return quiet
 
 
+def print_stopped(line: str, history: list, planned: int, why: str, path: Path, resume: str) -> None:
+    """The one line of a run that ended early (Ctrl-C, SIGTERM, --stop-after), with how to finish it."""
+    console().print(
+        f"[yellow]stopped[/yellow] after epoch {len(history)} of {planned} ({why}): {line}; "
+        f"saved to [bold]{esc(path)}[/bold]. Finish it with: {esc(resume)}"
+    )
+
+
 def repeat_into(config_file: Path, name: str | None, out: Path | None) -> dict[str, Any]:
     """The `[run]` settings of `fastcls run CONFIG`: a run's own config.toml repeats into a new folder
     beside it (a fresh dated name unless --name), any other config into --out or its own [run] table."""

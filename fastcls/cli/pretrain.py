@@ -7,7 +7,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from fastcls.cli.common import console, esc, given, handled, json_printed, repeat_into, reporter_for
+from fastcls.cli.common import console, esc, given, handled, json_printed, print_stopped, repeat_into, reporter_for
 from fastcls.cli.options import (
     Arch,
     AsJson,
@@ -120,11 +120,8 @@ def _show(result, quiet: bool, as_json: bool) -> None:
         if result.probe_start is not None:
             line += f" (before: {result.probe_start['accuracy']:.4f})"
     if result.stopped:
-        console().print(
-            f"[yellow]stopped[/yellow] after epoch {len(result.history)} of {result.planned_epochs} "
-            f"({result.stopped}): {line}; saved to [bold]{esc(result.path)}[/bold]. "
-            f"Finish it with: fastcls pretrain --resume {esc(result.path)}"
-        )
+        resume = f"fastcls pretrain --resume {result.path}"
+        print_stopped(line, result.history, result.planned_epochs, result.stopped, result.path, resume)
         return
     console().print(
         f"[green]done[/green]: {line}; backbone saved to [bold]{esc(result.path)}[/bold]. Fine-tune it with: "

@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from fastcls.cli.common import console, esc, handled, is_follower, print_json, repeat_into, reporter_for
+from fastcls.cli.common import console, esc, handled, is_follower, print_json, print_stopped, repeat_into, reporter_for
 from fastcls.cli.options import (
     AsJson,
     ConfigFile,
@@ -27,7 +27,7 @@ __all__ = ["register"]
 def _config(config_file: Path | None, flat: dict[str, Any], quiet: bool = True):
     """The settings of a new run: the config file, then the flags; then, for what neither sets, the data's
     recipe for the arch (builtin:digits has one for cnn), said in one line."""
-    from fastcls.api import describe_suggestions, with_suggestions
+    from fastcls.build import describe_suggestions, with_suggestions
     from fastcls.config import Config, read_toml, route_dropout
 
     raw = read_toml(config_file) if config_file else {}
@@ -97,10 +97,7 @@ def _show(clf, path: Path, quiet: bool, as_json: bool) -> None:
     if clf.resumed_after is not None:
         line += f" (resumed after epoch {clf.resumed_after})"
     if clf.stopped:
-        console().print(
-            f"[yellow]stopped[/yellow] after epoch {len(clf.history)} of {clf.planned_epochs} ({clf.stopped}): {line}; "
-            f"run saved to [bold]{esc(path)}[/bold]. Finish it with: {esc(clf.resume_command(path))}"
-        )
+        print_stopped(line, clf.history, clf.planned_epochs, clf.stopped, path, clf.resume_command(path))
         return
     console().print(f"[green]done[/green]: {line}; run saved to [bold]{esc(path)}[/bold]")
 

@@ -12,6 +12,7 @@ from fastcls.errors import RunError
 from fastcls.model_card import BACKBONE_FORMAT, ModelCard
 from fastcls.pretrain.config import PretrainConfig
 from fastcls.runs import atomic_write_bytes, atomic_write_text
+from fastcls.version import versions
 
 __all__ = ["BACKBONE_FORMAT", "PretrainResult", "backbone_card", "report_text", "write_run"]
 
@@ -49,20 +50,6 @@ class PretrainResult:
         }
 
 
-def _versions() -> dict[str, str]:
-    import platform
-    import sys
-
-    from fastcls.version import __version__
-
-    versions = {"fastcls": __version__, "python": platform.python_version()}
-    for name in ("torch", "torchvision", "timm", "lightly"):
-        module = sys.modules.get(name)
-        if module is not None:
-            versions[name] = getattr(module, "__version__", "?")
-    return versions
-
-
 def backbone_card(config: PretrainConfig, result: PretrainResult, family: str, prep, backbone, skipped: int) -> dict:
     metrics: dict[str, Any] = {"ssl_loss": result.ssl_loss, "skipped_images": skipped}
     for name, probe in (("probe", result.probe), ("probe_start", result.probe_start)):
@@ -92,7 +79,7 @@ def backbone_card(config: PretrainConfig, result: PretrainResult, family: str, p
         "weights": config.model.weights,
         "weights_note": backbone.weights_note,
         "checkpoints": {},
-        "versions": _versions(),
+        "versions": versions(),
         "created": datetime.now().isoformat(timespec="seconds"),
     }
 

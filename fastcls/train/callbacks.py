@@ -26,14 +26,10 @@ __all__ = [
     "Checkpoints",
     "EarlyStop",
     "EpochLog",
-    "FreezeBatchNorm",
     "LRSweep",
     "NanGuard",
     "PhaseSchedule",
     "ProgressBars",
-    "RestartBatchNormStats",
-    "ResumePoint",
-    "ScalerState",
     "StopRequest",
 ]
 
@@ -141,60 +137,6 @@ class ProgressBars(Callback):
         stack = getattr(self, "_stack", None)
         if stack is not None:
             stack.close()
-
-
-class FreezeBatchNorm(Callback):
-    """`--frozen-bn eval` (the default): BatchNorm layers whose parameters are all frozen run in eval
-    mode, so a frozen group is truly unchanged, running statistics included, and needs no backward.
-
-    Why the default: with frozen groups' BatchNorm in train mode (fastai's train_bn) the head learns
-    on features whose statistics move under it, and a backward pass must run through the whole
-    backbone. Measured on builtin:digits at 64 px, EfficientNet-Lite0, lr 2e-3, zero-initialised
-    head, 2 head-only epochs: 87.7% test in eval mode; the issue's hand loop falls from 83-85% to 38%
-    with BatchNorm in train mode."""
-
-    order = 0  # after TrainEvalCallback (-10) has put the model in train mode
-
-    def before_train(self) -> None:
-        for module in self.model.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                params = list(module.parameters())
-                if params and not any(p.requires_grad for p in params):
-                    module.eval()
-
-
-class RestartBatchNormStats(Callback):
-    """`--frozen-bn eval` and `restart`: in the first epoch in which a pretrained model's BatchNorm
-    layers train, they forget the pretrained running statistics and average this data's batch
-    statistics instead (momentum None); with `eval` that is the first epoch after unfreezing.
-
-    Why: the running variance is an exponential average starting from ImageNet's, often 100x the new
-    data's; timm's TF EfficientNets use momentum 0.01, so ~500 steps pass before it comes down, and
-    on a small data set validation runs on the wrong statistics for every epoch of a short fine-tune.
-    Measured on digits at 64 px, EfficientNet-Lite0, lr 2e-3, `--frozen-bn eval` with and without
-    the restart (seeds 0-2 / 0-1): freeze-unfreeze 1+2 92.4% vs 89.0%, full 2 epochs 92.6% vs 91.2%.
-    """
-
-    order = 1  # after FreezeBatchNorm, so layers it put in eval mode are left alone
-
-    def __init__(self) -> None:
-        self.pending = True
-
-    def before_train(self) -> None:
-        self._saved = []
-        if not self.pending:
-            return
-        for module in self.model.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.training and module.track_running_stats:
-                self._saved.append((module, module.momentum))
-                module.reset_running_stats()
-                module.momentum = None
-
-    def after_train(self) -> None:
-        for module, momentum in self._saved:
-            module.momentum = momentum
-        if self._saved:
-            self.pending = False
 
 
 class LRSweep(ParamScheduler):
@@ -412,64 +354,6 @@ class StopRequest(Callback):
         if self.stop_after is not None and len(self.history) >= self.stop_after and self.reason is None:
             self.reason = "stop-after"
             raise CancelFitException()
-
-
-class ResumePoint(Callback):
-    """After every epoch, writes `checkpoints/resume.pt`: the optimiser state, every RNG, the grad
-    scaler, the BatchNorm-restart flag and each checkpoint's epoch, so `--resume` continues exactly
-    (weights are in `last`). Written last, it completes the epoch: then the epoch's checkpoints are
-    published."""
-
-    order = 66  # after Checkpoints has stored `last`
-
-    def __init__(
-        self,
-        history: list[dict[str, Any]],
-        folder: Path | None,
-        generator: torch.Generator,
-        restart: RestartBatchNormStats | None,
-    ) -> None:
-        self.history, self.folder, self.generator, self.restart = history, folder, generator, restart
-        self.ema: Any = None  # EmaWeights, with --ema: its step count is part of the state
-        self.share: Any = None  # data-parallel: every rank's RNG states, gathered on every rank (collective)
-
-    def state(self) -> dict[str, Any]:
-        from fastcls.train.resume import CHECKPOINT_EPOCHS, capture_rng
-
-        scaler = getattr(self.learn, "scaler", None)
-        return {
-            "epoch": len(self.history),
-            "optimizer": self.learn.opt.state_dict(),
-            "rng": capture_rng(self.generator),
-            "scaler": scaler.state_dict() if scaler is not None else None,
-            "restart_pending": self.restart.pending if self.restart is not None else False,
-            "ema_steps": self.ema.steps if self.ema is not None else 0,
-            CHECKPOINT_EPOCHS: dict(self.learn.checkpoints.epochs) if hasattr(self.learn, "checkpoints") else {},
-        }
-
-    def after_epoch(self) -> None:
-        ranks = self.share() if self.share is not None else {}  # every rank takes part, writer or not
-        if self.folder is None:
-            return
-        from fastcls.train.resume import RESUME_FILE, write_state
-
-        write_state(self.folder / RESUME_FILE, self.state() | ranks)
-        if hasattr(self.learn, "checkpoints"):  # fastai's attribute for the Checkpoints callback
-            self.learn.checkpoints.publish()
-
-
-class ScalerState(Callback):
-    """Resume with fp16: load the grad scaler's state once fastai's MixedPrecision has made the scaler."""
-
-    order = 11  # MixedPrecision (10) creates `learn.scaler` in before_fit
-
-    def __init__(self, state: dict[str, Any]) -> None:
-        self.state = state
-
-    def before_fit(self) -> None:
-        scaler = getattr(self.learn, "scaler", None)
-        if scaler is not None:
-            scaler.load_state_dict(self.state)
 
 
 class BoostClip(Callback):

@@ -260,8 +260,8 @@ class Trainer:
         the uninterrupted run (fastai's freeze_to)."""
         from fastai.optimizer import Optimizer
 
-        from fastcls.train.callbacks import ScalerState
         from fastcls.train.resume import restore_rng
+        from fastcls.train.resuming import ScalerState
 
         state, self._resume_state = self._resume_state, None
         if state is None:

@@ -14,19 +14,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fastcls.errors import ConfigError
+from fastcls.train.batchnorm import FreezeBatchNorm, RestartBatchNormStats
 from fastcls.train.callbacks import (
     Autocast,
     BoostClip,
     Checkpoints,
     EarlyStop,
     EpochLog,
-    FreezeBatchNorm,
     NanGuard,
     ProgressBars,
-    RestartBatchNormStats,
-    ResumePoint,
     StopRequest,
 )
+from fastcls.train.resuming import ResumePoint
 
 if TYPE_CHECKING:
     import torch
@@ -162,7 +161,7 @@ def _together(made: Callbacks, world: Any, history: list[dict[str, Any]], genera
     gathered from every rank."""
     if world is None:
         return []
-    from fastcls.train.distributed import DataParallel, StepTogether
+    from fastcls.train.parallel_callbacks import DataParallel, StepTogether
     from fastcls.train.resume import capture_rng
 
     made.stop.collective = True

@@ -260,7 +260,7 @@ def _scaling_step(ctx: StepContext) -> StepOutput:
 @register(
     "sensitivity",
     {"run", "data", "split", "method", "per", "batches", "top", "seed", "candidates", "bs"},
-    "rank a run's parameter tensors (fastcls sensitivity); ${ID.csv} feeds --freeze/--boost-sensitive",
+    "rank a run's parameter tensors (fastcls sensitivity); ${ID.csv} feeds --freeze-sensitive/--boost-sensitive",
 )
 def _sensitivity_step(ctx: StepContext) -> StepOutput:
     from fastcls.studies.sensitivity import CSV_NAME, sensitivity

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fastcls.config import CnnConfig, Config
+from fastcls.config import CnnConfig, Config, flag
 from fastcls.data.images import Preprocessing
 from fastcls.data.sources import ImageSource, Sample, resolve_source
 from fastcls.errors import DataError
@@ -104,7 +104,8 @@ def model_from_card(model: Any, card: ModelCard, arch: str) -> Any:
     """Fine-tuning a run: the arch must match; a cnn takes the run's own block settings."""
     if card.arch != arch:
         raise DataError(
-            f"--weights run was trained as {card.arch!r} but --arch resolves to {arch!r}; pass --arch {card.arch}."
+            f"{flag('weights')} run was trained as {card.arch!r} but {flag('arch')} resolves to {arch!r}; "
+            f"pass {flag('arch')} {card.arch}."
         )
     if card.family == "cnn" and card.model_settings:
         model = replace(model, cnn=CnnConfig(**card.model_settings))
@@ -210,7 +211,7 @@ def place(
     data.place(device)
     if config.data.bs == "auto":
         config.data.bs = auto_batch_size(model, prep.size, device, data.counts[0], settings.channels_last)
-        report.info(f"--bs auto: batch size {config.data.bs} on {device.type}")
+        report.info(f"{flag('bs')} auto: batch size {config.data.bs} on {device.type}")
     distributed = None
     if world is None:
         bs = int(config.data.bs)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fastcls.api import ImageClassifier
-from fastcls.config import Config, load_config
+from fastcls.config import Config, flag, load_config
 from fastcls.errors import RunError, TrainingDiverged
 from fastcls.model_card import ModelCard
 from fastcls.reporting import Reporter, as_reporter
@@ -149,7 +149,7 @@ def _stopped_run(path: Path) -> tuple[Resume, Config]:
     if not card.stopped:
         raise RunError(
             f"{folder} finished its {card.epochs} epochs, so there is nothing to resume; to train "
-            f"further, fine-tune from it: fastcls finetune DATA --arch {card.arch} --weights {folder}"
+            f"further, fine-tune from it: fastcls finetune DATA {flag('arch')} {card.arch} {flag('weights')} {folder}"
         )
     state, history, states, epochs = read_resume_point(folder, card.checkpoints)
     config = load_config(folder / "config.toml").merged({"run": {"out": str(folder), "exist_ok": True}})
@@ -197,7 +197,7 @@ def _adopt_for(staged: StagedRun, request: dict[str, Any], report: Reporter) -> 
         raise RunError(
             f"{staged.final} has an interrupted run (after epoch {epoch}) started with other settings: "
             f"{'; '.join(differ[:4])}. Continue it with `fastcls train --resume {staged.final}`, remove it with "
-            "`fastcls runs clean --interrupted`, or choose another --out or --name."
+            f"`fastcls runs clean --interrupted`, or choose another {flag('out')} or {flag('name')}."
         )
     return _adopt(staged, report)
 
@@ -246,7 +246,8 @@ def _finish(clf: ImageClassifier, path: Path, wrote: bool = True) -> tuple[Image
     if clf.diverged:
         raise TrainingDiverged(
             f"{clf.diverged}; training stopped and {path} holds the last good epoch "
-            f"({clf.metrics['kept_epoch']}). Lower --lr (try `--lr auto`) or add --clip-grad 1."
+            f"({clf.metrics['kept_epoch']}). Lower {flag('lr')} (try `{flag('lr')} auto`) or add "
+            f"{flag('clip_grad')} 1."
         )
     if clf.stopped in ("SIGINT", "SIGTERM"):
         from fastcls.errors import Interrupted

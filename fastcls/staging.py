@@ -25,6 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from fastcls.config import flag
 from fastcls.errors import RunError
 from fastcls.model_card import ModelCard
 from fastcls.runs import atomic_write_text
@@ -147,14 +148,14 @@ class StagedRun:
     def __init__(self, final: str | Path, exist_ok: bool = False) -> None:
         self.final = Path(final).expanduser()
         if self.final.exists() and not self.final.is_dir():
-            raise RunError(f"{self.final} exists and is not a folder; choose another --out or --name.")
+            raise RunError(f"{self.final} exists and is not a folder; choose another {flag('out')} or {flag('name')}.")
         self.final.parent.mkdir(parents=True, exist_ok=True)
         self.staging = partial_path(self.final)
         self._lock = _Lock(self.staging)
         if not self._lock.acquire():
             raise RunError(
                 f"run {self.final} is being trained by another process{_owner(read_marker(self.staging))}; "
-                "wait for it to finish, or choose another --out or --name."
+                f"wait for it to finish, or choose another {flag('out')} or {flag('name')}."
             )
         self.marker = None if self._lock.created else read_marker(self.staging)
         if self.final.is_dir() and any(self.final.iterdir()) and not exist_ok:
@@ -210,7 +211,7 @@ class StagedRun:
 
 
 def _exists_message(final: Path) -> str:
-    hint = "choose another --name/--out, or pass --exist-ok to replace its files."
+    hint = f"choose another {flag('name')}/{flag('out')}, or pass {flag('exist_ok')} to replace its files."
     try:
         card = ModelCard.find(final)
     except RunError:

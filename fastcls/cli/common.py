@@ -21,6 +21,7 @@ __all__ = [
     "handled",
     "is_follower",
     "json_printed",
+    "passed",
     "print_json",
     "repeat_into",
     "reporter_for",
@@ -119,6 +120,12 @@ def reporter_for(quiet: bool):
     from fastcls.reporting import Reporter
 
     return Reporter("quiet" if quiet else "auto")
+
+
+def passed(values: dict[str, Any], names: str) -> dict[str, Any]:
+    """The options `names` (space-separated) of a command's `locals()`, as the keyword arguments of the
+    library call that does the command's work, which takes them under the same names."""
+    return {name: values[name] for name in names.split()}
 
 
 def given(**flags: Any) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from fastcls.cli.common import console, handled, json_printed, reporter_for
+from fastcls.cli.common import console, handled, json_printed, passed, reporter_for
 from fastcls.cli.options import AsJson, Quiet
 
 # ruff: noqa: UP045  (Typer needs Optional[...] inside Annotated on Python 3.10)
@@ -63,21 +63,10 @@ def export(
     """
     from fastcls.export.exporting import export as export_run
 
-    result = export_run(
-        run,
-        out,
-        data=data,
-        split=split,
-        exist_ok=exist_ok,
-        reporter=reporter_for(quiet or as_json),
-        format=format,
-        opset=opset,
-        exporter=exporter,
-        dynamic_batch=dynamic_batch,
-        with_preprocessing=with_preprocessing,
-        half=half,
-        parity_images=parity_images,
+    options = passed(
+        locals(), "data split exist_ok format opset exporter dynamic_batch with_preprocessing half parity_images"
     )
+    result = export_run(run, out, reporter=reporter_for(quiet or as_json), **options)
     if json_printed(result, as_json):
         return
     screen = console()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from fastcls.cli.common import console, esc, handled, json_printed, reporter_for
+from fastcls.cli.common import console, esc, handled, json_printed, passed, reporter_for
 from fastcls.interpret import PLOTS
 
 __all__ = ["register"]
@@ -31,17 +31,8 @@ def interpret(
     RUN/report.md."""
     from fastcls.interpret import interpret as run_interpret
 
-    result = run_interpret(
-        run,
-        data,
-        split,
-        only,
-        layer=layer,
-        units=units,
-        images=images,
-        seed=seed,
-        reporter=reporter_for(quiet or as_json),
-    )
+    options = passed(locals(), "layer units images seed")
+    result = run_interpret(run, data, split, only, reporter=reporter_for(quiet or as_json), **options)
     if json_printed(result, as_json):
         return
     out = console()

@@ -8,19 +8,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from fastcls.cli.common import console, esc, given, handled, json_printed, print_stopped, repeat_into, reporter_for
-from fastcls.cli.options import (
-    Arch,
-    AsJson,
-    DataOrResume,
-    Fraction,
-    OnBadImage,
-    Quiet,
-    Seed,
-    Size,
-    StopAfter,
-    ValidPct,
-    Weights,
-)
+from fastcls.cli.options import AsJson, DataOrResume, Quiet, StopAfter
 from fastcls.cli.settings import CNN_FLAGS, group, with_settings
 from fastcls.pretrain.methods import METHODS
 
@@ -89,11 +77,19 @@ Resume = Annotated[
 ]
 
 # Settings whose classifier options mean the same here (a backbone has no classifier, so no --dropout)
-SHARED = (*(f for f in CNN_FLAGS if f != "dropout"), *group("run"))
+MODEL = ("arch", "weights")
+SHARED = (
+    "size",
+    "seed",
+    "valid_pct",
+    "fraction",
+    "on_bad_image",
+    *(f for f in CNN_FLAGS if f != "dropout"),
+    *group("run"),
+)
 FLAGS = (
-    "data", "method", "arch", "weights", "pretrained", "epochs", "bs", "lr", "wd", "opt", "warmup", "size", "seed",
-    "hidden_dim", "target_momentum", "min_scale", "hflip", "probe", "probe_data", "knn_k", "valid_pct", "fraction",
-    "on_bad_image", "workers", *SHARED,
+    "data", "method", "pretrained", "epochs", "bs", "lr", "wd", "opt", "warmup", "hidden_dim", "target_momentum",
+    "min_scale", "hflip", "probe", "probe_data", "knn_k", "workers", *MODEL, *SHARED,
 )  # fmt: skip
 _RENAMED = {"data": "source", "runs_dir": "root"}
 
@@ -130,11 +126,10 @@ def _show(result, quiet: bool, as_json: bool) -> None:
 
 
 @with_settings(SHARED, before="resume")
+@with_settings(MODEL, before="pretrained")
 def pretrain(
     data: DataOrResume = None,
     method: Method = None,
-    arch: Arch = None,
-    weights: Weights = None,
     pretrained: Pretrained = None,
     epochs: Epochs = None,
     bs: PretrainBs = None,
@@ -142,8 +137,6 @@ def pretrain(
     wd: PretrainWd = None,
     opt: PretrainOpt = None,
     warmup: Warmup = None,
-    size: Size = None,
-    seed: Seed = None,
     hidden_dim: HiddenDim = None,
     target_momentum: TargetMomentum = None,
     min_scale: MinScale = None,
@@ -151,9 +144,6 @@ def pretrain(
     probe: Probe = None,
     probe_data: ProbeData = None,
     knn_k: KnnK = None,
-    valid_pct: ValidPct = None,
-    fraction: Fraction = None,
-    on_bad_image: OnBadImage = None,
     workers: Workers = None,
     resume: Resume = None,
     stop_after: StopAfter = None,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from fastcls.cli.common import console, esc, handled, json_printed, reporter_for
+from fastcls.cli.common import console, esc, handled, json_printed, passed, reporter_for
 from fastcls.studies.sensitivity import CSV_NAME, METHODS, PER
 
 __all__ = ["register"]
@@ -42,19 +42,8 @@ def sensitivity(
     from fastcls.studies.sensitivity import sensitivity as measure
 
     folder = require_run(run)
-    result = measure(
-        folder,
-        data=data,
-        split=split,
-        method=method,
-        per=per,
-        batches=batches,
-        top=top,
-        seed=seed,
-        candidates=candidates,
-        bs=bs,
-        reporter=reporter_for(quiet or as_json),
-    )
+    options = passed(locals(), "data split method per batches top seed candidates bs")
+    result = measure(folder, reporter=reporter_for(quiet or as_json), **options)
     result.save(out if out is not None else folder / CSV_NAME, top=top)
     if json_printed(result, as_json):
         return

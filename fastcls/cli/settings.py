@@ -1,24 +1,26 @@
-"""The settings a command takes as flags, found where they are declared: each option in
-`fastcls.cli.options` marked with its group (`Annotated[T, typer.Option(...), TRAIN]`).
+"""The settings a command takes as flags, built from where they are declared: each config field made
+with `setting(default, GROUP, help=...)` (fastcls.flags, fastcls.sections) becomes an option
+`Annotated[Optional[T], typer.Option(...)]` here.
 
-`takes_settings("train")` builds a command's options from them, so a new setting is its config field,
-one marked option, and the code that uses it; `settings_of` says which commands take which.
+`takes_settings("train")` gives a command the options of its groups (TAKES), so a new setting is its
+config field and the code that uses it; `settings_of` says which commands take which.
 """
 
 from __future__ import annotations
 
 import inspect
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Optional
 
-from fastcls.cli import options
+import typer
+
 from fastcls.cli.common import given
-from fastcls.cli.options import Group
+from fastcls.config import FLAGS, SettingFlag, flag
 from fastcls.errors import ConfigError
 from fastcls.registry import Registry
 
+# ruff: noqa: UP045  (Typer needs Optional[...] inside Annotated on Python 3.10)
 __all__ = [
     "CNN_FLAGS",
     "SETTINGS",
@@ -37,34 +39,21 @@ __all__ = [
 @dataclass(frozen=True)
 class Setting:
     """One setting a command takes as a flag: its name in the flat settings (`Config.nest`), its group,
-    and the `Annotated` type declaring its flag, help and type."""
+    its flag, and the `Annotated` type Typer reads (None: not given, so a config file's value stays)."""
 
     name: str
     group: str
+    flag: str
     annotation: Any
 
-    @property
-    def flag(self) -> str:
-        """The long flag, as messages name it: `--crop-scale`."""
-        info = self.annotation.__metadata__[0]  # typer.Option("--x", "-x") keeps its first flag as `default`
-        decls = [info.default] if isinstance(info.default, str) else []
-        declared = [d for d in (*decls, *(info.param_decls or ())) if d.startswith("--")]
-        return declared[0].split("/")[0] if declared else "--" + self.name.replace("_", "-")
+
+def _option(s: SettingFlag) -> Setting:
+    option = typer.Option(*s.flag.decls, help=s.flag.help, **s.flag.option)
+    return Setting(s.name, s.flag.group, s.long, Annotated[Optional[s.kind], option])
 
 
-def _snake(name: str) -> str:
-    return re.sub(r"(?<!^)([A-Z])", r"_\1", name).lower()
-
-
-# Every option marked with a group above, in the order they are defined (the order of --help).
-SETTINGS: Registry[Setting] = Registry(
-    "setting",
-    {
-        _snake(var): Setting(_snake(var), marks[0].name, value)
-        for var, value in vars(options).items()
-        if (marks := [m for m in getattr(value, "__metadata__", ()) if isinstance(m, Group)])
-    },
-)
+# Every setting a flag sets, in the order of --help (by group, then as declared).
+SETTINGS: Registry[Setting] = Registry("setting", {name: _option(s) for name, s in FLAGS.items()})
 
 
 def group(name: str) -> tuple[str, ...]:
@@ -117,14 +106,6 @@ def with_settings(names: Iterable[str], before: str) -> Callable[[Callable], Cal
     return decorate
 
 
-def flag(name: str) -> str:
-    """The flag of a setting, for messages: `flag("crop_scale")` is `--crop-scale`."""
-    return SETTINGS[name].flag if name in SETTINGS else "--" + name.replace("_", "-")
-
-
-_PATHS = {"out": "out", "runs_dir": "root", "weights": "weights"}
-
-
 def split_lr(value: str | None) -> dict[str, Any]:
     """`--lr auto` -> lr_find; a number -> lr."""
     if value is None:
@@ -140,9 +121,6 @@ def split_lr(value: str | None) -> dict[str, Any]:
 def pick(values: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
     """Flat config settings for the flags in `names` the user set (pass a command's `locals()`)."""
     flat = given(**{name: values[name] for name in names})
-    for flag, setting in _PATHS.items():
-        if flag in flat:
-            flat[setting] = str(flat.pop(flag))
     if "lr" in flat:
         flat.update(split_lr(flat.pop("lr")))
     if "data" in flat:

@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from fastcls.cli.common import console, esc, handled, json_printed, reporter_for
+from fastcls.cli.common import console, esc, handled, json_printed, passed, reporter_for
 from fastcls.cli.options import AsJson, ConfigFile, Data, Quiet
 from fastcls.cli.settings import pick, takes_settings
 
@@ -72,22 +72,9 @@ def sweep(
         arch_name = flat.get("arch") or (base.model.arch if base else "cnn")
         pretrained = arch_name != "cnn" or settings["weights"] is not None
     flat |= {"pretrained": pretrained, "command": "finetune" if pretrained else "train"}
+    options = passed(locals(), "out study storage sampler pruner metric sampler_seed heartbeat retry_failed")
     result = run_sweep(
-        data,
-        space,
-        trials,
-        out=out,
-        study=study,
-        storage=storage,
-        sampler=sampler,
-        pruner=pruner,
-        metric=metric,
-        settings=flat,
-        base=base,
-        sampler_seed=sampler_seed,
-        heartbeat=heartbeat,
-        retry_failed=retry_failed,
-        reporter=reporter_for(quiet or as_json),
+        data, space, trials, settings=flat, base=base, reporter=reporter_for(quiet or as_json), **options
     )
     if json_printed(result, as_json):
         return
@@ -161,16 +148,8 @@ def scaling(
 
     flat = route_dropout(pick(settings, tuple(settings)), arch)
     base = _base(config_file, {})
-    result = run_scaling(
-        data,
-        arch,
-        fractions,
-        weights,
-        out=out,
-        settings=flat,
-        base=base,
-        reporter=reporter_for(quiet or as_json),
-    )
+    reporter = reporter_for(quiet or as_json)
+    result = run_scaling(data, arch, fractions, weights, out=out, settings=flat, base=base, reporter=reporter)
     if json_printed(result, as_json):
         return
     _show_scaling(result)

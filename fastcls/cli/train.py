@@ -13,8 +13,6 @@ from fastcls.cli.options import (
     ConfigFile,
     Data,
     DataOrResume,
-    Name,
-    Out,
     Quiet,
     ResumeRun,
     StopAfter,
@@ -182,18 +180,18 @@ def lr_find(
     out.print(f"plot: {esc(plot)}")
 
 
+@with_settings(("name", "out"), before="overrides")
 def run(
     config_file: Path = typer.Argument(
         ..., help="A config TOML (e.g. a run's own config.toml), or a recipe such as tasks/scaling.toml."
     ),
-    name: Name = None,
-    out: Out = None,
     overrides: list[str] = typer.Option(
         None, "--set", help="KEY=VALUE override, repeatable; in a recipe STEP.KEY=VALUE changes one step."
     ),
     smoke: bool = typer.Option(False, "--smoke", help="Recipes: run the tiny version in the recipe's [smoke] table."),
     quiet: Quiet = False,
     as_json: AsJson = False,
+    **settings: Any,
 ) -> None:
     """Repeat a run from its config.toml (into a new run folder), or run a recipe's steps.
 
@@ -204,6 +202,7 @@ def run(
     from fastcls.config import Config, load_config
     from fastcls.studies.recipes import is_recipe
 
+    name, out = settings["name"], settings["out"]
     if is_recipe(config_file):
         from fastcls.cli.studies import show_recipe
         from fastcls.studies.recipes import run_recipe

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from fastcls.config import flag
 from fastcls.data.images import Preprocessing
 from fastcls.data.shards import Shard
 from fastcls.errors import DataError
@@ -80,7 +81,8 @@ class Loader:
     ) -> None:
         if shard is not None and shard.batches(len(labels), bs) < 1:
             raise DataError(
-                f"{len(labels)} images are fewer than one global batch of {bs} x {shard.size} processes; lower --bs."
+                f"{len(labels)} images are fewer than one global batch of {bs} x {shard.size} processes; "
+                f"lower {flag('bs')}."
             )
         self.shard = shard
         self.labels, self.paths, self.prep, self.bs, self.augment = labels, list(paths), prep, bs, augment
@@ -153,6 +155,22 @@ class Loader:
         plain.bs = bs
         try:
             for x, y, _ in plain.iter_indexed():
+                yield x, y
+        finally:
+            plain.close()
+
+    def sample(self, batches: int, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Up to `batches` whole batches of un-augmented images (as validation sees them), drawn at random
+        by `seed` without touching the training order's generator: e.g. to re-estimate BatchNorm statistics.
+        A last, smaller batch is left out unless it is the only one, so every batch counts the same."""
+        plain = self.plain()
+        plain.shuffle = True
+        plain.generator.manual_seed(seed)
+        whole = max(1, plain.n // plain.bs)
+        try:
+            for i, (x, y, _) in enumerate(plain.iter_indexed()):
+                if i >= min(batches, whole):
+                    break
                 yield x, y
         finally:
             plain.close()

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from fastcls.config import flag
 from fastcls.data.images import BadImageError, open_rgb
 from fastcls.data.sources import resolve_source
 from fastcls.errors import DataError
@@ -129,7 +130,7 @@ def check_data(
         if report.imbalance > IMBALANCE_WARNING:
             report.warnings.append(
                 f"train classes are imbalanced (largest/smallest = {report.imbalance:.1f}); consider "
-                "--balance sampler or --balance loss, and read the per-class scores."
+                f"{flag('balance')} sampler or {flag('balance')} loss, and read the per-class scores."
             )
     for entries in by_hash.values():
         if len({split for split, _ in entries}) > 1:
@@ -137,7 +138,7 @@ def check_data(
     if report.unreadable:
         report.warnings.append(
             f"{len(report.unreadable)} unreadable image(s) will be skipped in training "
-            "(or stop it with --on-bad-image error)."
+            f"(or stop it with {flag('on_bad_image')} error)."
         )
     if report.duplicates:
         report.warnings.append(

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fastcls.config import flag
 from fastcls.data.batching import Loader
 from fastcls.data.images import BadImageError, Preprocessing, load_image, load_uncropped
 from fastcls.data.shards import Shard
@@ -163,13 +164,14 @@ def decode_split(
     if not uncropped and need > budget:
         raise DataError(
             f"{len(samples)} images at {prep.size}px need {need / 2**30:.2f} GiB in memory, over the "
-            f"{budget / 2**30:.2f} GiB budget; use --loader stream (or auto), lower --size, train on "
-            "--fraction 1/4, or raise FASTCLS_MEMORY_BUDGET (bytes)."
+            f"{budget / 2**30:.2f} GiB budget; use {flag('loader')} stream (or auto), lower {flag('size')}, train on "
+            f"{flag('fraction')} 1/4, or raise FASTCLS_MEMORY_BUDGET (bytes)."
         )
     arrays, errors = decode_paths([s.path for s in samples], prep, reporter, description, uncropped)
     if errors and on_bad_image == "error":
         raise DataError(
-            f"{len(errors)} unreadable image(s), first: {errors[0]}; fix or remove them, or pass --on-bad-image skip."
+            f"{len(errors)} unreadable image(s), first: {errors[0]}; fix or remove them, or pass "
+            f"{flag('on_bad_image')} skip."
         )
     kept = [(a, s) for a, s in zip(arrays, samples, strict=True) if a is not None]
     if errors and reporter is not None:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from fastcls.config import flag
 from fastcls.data.augment import Policy, build_policy
 from fastcls.data.batching import Loader, class_weights, sample_weights
 from fastcls.data.images import Preprocessing, short_side
@@ -93,7 +94,7 @@ def choose_loader(requested: str, need: int, budget: int) -> str:
     if requested == "memory" and need > budget:
         raise DataError(
             f"the decoded images need {need / 2**30:.2f} GiB, over the {budget / 2**30:.2f} GiB memory budget; "
-            "use --loader stream (or auto), lower --size, or raise FASTCLS_MEMORY_BUDGET (bytes)."
+            f"use {flag('loader')} stream (or auto), lower {flag('size')}, or raise FASTCLS_MEMORY_BUDGET (bytes)."
         )
     return requested
 
@@ -289,7 +290,7 @@ def prepare_data(
         relation = "within" if loader == "memory" else "over"
         why = f"train and valid decode to about {_gib(need)}, {relation} the {_gib(budget)} memory budget"
     else:
-        why = f"--loader {loader}"
+        why = f"{flag('loader')} {loader}"
     what = "decoded once into memory" if loader == "memory" else "each file decoded every epoch"
     reporter.info(f"loader: {loader} ({why}; {what})")
     if policy is not None:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fastcls.config import flag
 from fastcls.data.batching import Loader, normalise, normalise_
 from fastcls.data.images import BadImageError, Preprocessing, load_image, open_rgb
 from fastcls.data.loaders import PackedImages
@@ -246,7 +247,8 @@ class ItemBatches(Loader):
             return
         if self.on_bad_image == "error":
             raise DataError(
-                f"unreadable image in {self.description}: {errors[0]}; fix or remove it, or pass --on-bad-image skip."
+                f"unreadable image in {self.description}: {errors[0]}; fix or remove it, or pass "
+                f"{flag('on_bad_image')} skip."
             )
         self._skipped.update(dict.fromkeys(errors))
 

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from fastcls.config import flag
 from fastcls.errors import ConfigError, did_you_mean
 
 __all__ = [
@@ -97,7 +98,7 @@ def cam_layer(model: Any, family: str, x: Any) -> str:
     if not spatial:
         raise ConfigError(
             f"no layer of this model has a spatial output larger than 1x1 at {tuple(x.shape[-2:])} input; "
-            "name one with --layer (or train at a larger --size)."
+            f"name one with --layer (or train at a larger {flag('size')})."
         )
     return spatial[-1]
 

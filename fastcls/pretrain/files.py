@@ -8,6 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from fastcls.config import flag
 from fastcls.errors import RunError
 from fastcls.model_card import BACKBONE_FORMAT, ModelCard
 from fastcls.pretrain.config import PretrainConfig
@@ -147,7 +148,7 @@ def report_text(card: dict[str, Any], result: PretrainResult, config: PretrainCo
         "",
         "![pretraining curves](plots/curves.png)",
         "",
-        f"Fine-tune it: `fastcls finetune DATA --arch {card['arch']} --weights <this folder>`. "
+        f"Fine-tune it: `fastcls finetune DATA {flag('arch')} {card['arch']} {flag('weights')} <this folder>`. "
         "Repeat it: `fastcls run config.toml`.",
         "",
     ]

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fastcls.build import model_from_card
+from fastcls.config import flag
 from fastcls.errors import ConfigError, DataError, FastclsError, Interrupted, RunError, TrainingDiverged
 from fastcls.model_card import ModelCard
 from fastcls.pretrain.config import PretrainConfig, load_pretrain_config
@@ -70,7 +71,8 @@ def resume_pretrain(
     if not card.get("stopped"):
         raise RunError(
             f"{folder} finished its {card.get('epochs', '?')} epochs, so there is nothing to resume; to pretrain "
-            f"further, start from it: fastcls pretrain DATA --arch {card.get('arch')} --weights {folder}"
+            f"further, start from it: fastcls pretrain DATA {flag('arch')} {card.get('arch')} "
+            f"{flag('weights')} {folder}"
         )
     if stop_after is not None and stop_after <= int(card.get("epochs", 0)):
         raise ConfigError(
@@ -193,7 +195,7 @@ def _train_and_write(
     if not history:
         why = trainer.diverged or f"{trainer.stopped} during epoch 1"
         if trainer.diverged:
-            raise TrainingDiverged(f"{why}, before any epoch finished; nothing was saved. Lower --lr.")
+            raise TrainingDiverged(f"{why}, before any epoch finished; nothing was saved. Lower {flag('lr')}.")
         raise Interrupted(f"{why}, before any epoch finished; nothing was saved.")
     interrupted = trainer.stopped in ("SIGINT", "SIGTERM")
     result = PretrainResult(staged.final, config, history, ssl.epochs, stopped=trainer.stopped)
@@ -213,7 +215,7 @@ def _train_and_write(
     report.info(f"pretraining took {time.perf_counter() - started:.0f}s; backbone saved to {result.path}")
     if trainer.diverged:
         return result, TrainingDiverged(
-            f"{trainer.diverged}; {result.path} holds the last good epoch ({len(history)}). Lower --lr."
+            f"{trainer.diverged}; {result.path} holds the last good epoch ({len(history)}). Lower {flag('lr')}."
         )
     if interrupted:
         return result, Interrupted(

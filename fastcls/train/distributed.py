@@ -40,6 +40,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from fastcls.config import flag
 from fastcls.data.shards import Shard
 from fastcls.errors import ConfigError, DataError, FastclsError, RunError
 from fastcls.reporting import Reporter
@@ -195,7 +196,7 @@ class World:
         if len(samples) < self.size:
             raise DataError(
                 f"the valid split has {len(samples)} images, fewer than the {self.size} processes training "
-                "together; raise --valid-pct or train with fewer processes."
+                f"together; raise {flag('valid_pct')} or train with fewer processes."
             )
         return self.shard.share(samples)
 
@@ -204,10 +205,11 @@ class World:
         if not global_bs:
             return int(bs)
         if bs == "auto":
-            raise ConfigError("--global-bs needs a number for --bs (auto picks a batch per process).")
+            raise ConfigError(f"{flag('global_bs')} needs a number for {flag('bs')} (auto picks a batch per process).")
         if int(bs) % self.size:
             raise ConfigError(
-                f"--global-bs: --bs {bs} does not split evenly over {self.size} processes; choose a multiple of "
+                f"{flag('global_bs')}: {flag('bs')} {bs} does not split evenly over {self.size} processes; "
+                "choose a multiple of "
                 f"{self.size}."
             )
         return int(bs) // self.size
@@ -342,7 +344,7 @@ def check_world_size(resume: Any, size: int) -> None:
     raise RunError(
         f"this run was trained by {trained} process{'es' if trained > 1 else ''} together and continues exactly "
         f"only so ({size} now): resume it {how}. To go on with {size}, fine-tune from its weights instead "
-        "(fastcls finetune DATA --weights RUN)."
+        f"(fastcls finetune DATA {flag('weights')} RUN)."
     )
 
 
@@ -350,11 +352,11 @@ def sync_batchnorm(model: nn.Module, world: World | None, report: Reporter) -> n
     """--sync-bn: BatchNorm layers normalise by the statistics of the whole global batch (torch's
     SyncBatchNorm, which runs on CUDA only). In one process every batch is already whole."""
     if world is None:
-        report.info("--sync-bn: one process, so BatchNorm already sees the whole batch")
+        report.info(f"{flag('sync_bn')}: one process, so BatchNorm already sees the whole batch")
         return model
     if world.backend != "nccl":
         raise ConfigError(
-            "--sync-bn needs CUDA GPUs (torch's SyncBatchNorm runs on GPUs only); on the CPU drop it: each "
+            f"{flag('sync_bn')} needs CUDA GPUs (torch's SyncBatchNorm runs on GPUs only); on the CPU drop it: each "
             "process then normalises by the statistics of its own share of the batch."
         )
     return nn.SyncBatchNorm.convert_sync_batchnorm(model)

@@ -11,7 +11,7 @@ import contextlib
 import random
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +19,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from fastcls.config import TrainConfig
+from fastcls.config import TrainConfig, flag
 from fastcls.data.batching import Loader
 from fastcls.errors import TrainingDiverged
 from fastcls.models.groups import layer_groups, param_groups
 from fastcls.models.heads import HeadOnly, HeadSplit, head_split
 from fastcls.reporting import Reporter
 from fastcls.train.features import FeatureBatches, compute_features, stochastic_layers
+from fastcls.train.lr_finding import LRFindResult, suggest_lrs
 from fastcls.train.optim import no_decay_params, opt_func, schedule
 from fastcls.train.strategies import Phase, group_lrs, plan
 from fastcls.train.wiring import assemble
@@ -46,21 +47,6 @@ def _import_fastai():
         from fastai.data.core import DataLoaders
         from fastai.learner import Learner
     return Learner, DataLoaders
-
-
-@dataclass
-class LRFindResult:
-    """The LR finder's curve, every suggestion, and the one picked."""
-
-    lrs: list[float]
-    losses: list[float]
-    suggestions: dict[str, float]
-    points: dict[str, tuple[float, float]] = field(default_factory=dict)
-    suggest: str = "valley"
-
-    @property
-    def lr(self) -> float:
-        return self.suggestions[self.suggest]
 
 
 @dataclass
@@ -171,6 +157,7 @@ class Trainer:
             wired.stop,
         )
         self.nan_guard, self.early, self.restart, self.ema = wired.nan_guard, wired.early, wired.restart, wired.ema
+        self.precise = wired.precise
         self.trackers, self.together, self.progress = wired.trackers, wired.together, wired.progress
         self.learn = Learner(
             DataLoaders(train, valid),
@@ -249,7 +236,7 @@ class Trainer:
         self.model.load_state_dict(resume.checkpoints["last"])
         if self.ema is not None:
             if "ema" not in resume.checkpoints:
-                raise ConfigError("this run has --ema but no ema checkpoint to continue the average from.")
+                raise ConfigError(f"this run has {flag('ema')} but no ema checkpoint to continue the average from.")
             self.ema.restore(resume.checkpoints["ema"], int(resume.state.get("ema_steps", 0)))
         self.start_epoch, self._resume_state = done, resume.state
 
@@ -369,7 +356,7 @@ class Trainer:
             if "last" not in self.checkpoints.states:
                 raise TrainingDiverged(
                     f"{self.nan_guard.message}, before any epoch finished; nothing was saved. "
-                    "Lower --lr (try `--lr auto`) or add --clip-grad 1."
+                    f"Lower {flag('lr')} (try `{flag('lr')} auto`) or add {flag('clip_grad')} 1."
                 )
             self.settings.keep = "last"  # the last finished epoch is the last good one
         self.model.load_state_dict(self.checkpoints.states[self.settings.keep])
@@ -384,8 +371,6 @@ class Trainer:
         Weights, BatchNorm statistics, optimiser, frozen flags and every RNG (including the
         batch order) are restored afterwards, so the next fit is the one you would have had.
         """
-        from fastai.callback.schedule import minimum, slide, steep, valley
-
         from fastcls.train.callbacks import LRSweep
 
         saved = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
@@ -402,20 +387,12 @@ class Trainer:
             n_epoch = num_it // max(len(self.train), 1) + 1
             # the probe's steps are no training: nothing is logged, checkpointed, averaged into the EMA or
             # agreed between ranks (each rank probes on its own; the caller shares rank 0's pick)
-            probe_free = (self.log, self.progress, self.restart, self.checkpoints, self.early, self.resume_point)
+            probe_free = (self.log, self.progress, self.restart, self.precise, self.checkpoints, self.early)
+            probe_free += (self.resume_point,)
             quiet = [cb for cb in (*probe_free, self.ema, *self.together) if cb is not None]
             with self.learn.removed_cbs(quiet), self.learn.no_logging():
                 self.learn.fit(n_epoch, cbs=LRSweep(start_lr, end_lr, num_it))
-            recorder = self.learn.recorder
-            lrs = torch.tensor(recorder.lrs[num_it // 10 : -5], dtype=torch.float64)
-            losses = torch.tensor([float(x) for x in recorder.losses[num_it // 10 : -5]], dtype=torch.float64)
-            keep = ~torch.isnan(losses)
-            lrs, losses = lrs[keep], losses[keep]
-            suggestions, points = {}, {}
-            for name, func in (("valley", valley), ("steep", steep), ("minimum", minimum), ("slide", slide)):
-                value, point = func(lrs, losses, num_it)
-                suggestions[name], points[name] = float(value), (float(point[0]), float(point[1]))
-            return LRFindResult(lrs.tolist(), losses.tolist(), suggestions, points, suggest)
+            return suggest_lrs(self.learn.recorder, num_it, suggest)
         finally:
             self.model.load_state_dict(saved)
             for p, flag in zip(self.model.parameters(), flags, strict=True):

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fastcls.config import flag
 from fastcls.errors import RunError
 
 __all__ = [
@@ -98,7 +99,7 @@ def read_state(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise RunError(
             f"{path} is missing, so this run cannot be resumed exactly; start a new run, or use its weights "
-            "with `fastcls finetune DATA --weights RUN`."
+            f"with `fastcls finetune DATA {flag('weights')} RUN`."
         )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)

@@ -8,6 +8,7 @@ import csv
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from fastcls.config import flag
 from fastcls.errors import ConfigError, RunError, did_you_mean
 
 __all__ = ["CSV_COLUMNS", "CSV_NAME", "check_sensitive_names", "read_sensitive"]
@@ -86,6 +87,6 @@ def check_sensitive_names(names: Sequence[str], available: Iterable[str], source
     if missing:
         raise ConfigError(
             f"{source} names tensors this model does not have: {', '.join(missing[:5])}"
-            f"{' …' if len(missing) > 5 else ''}; was it made for another --arch? Rerun `fastcls sensitivity` "
+            f"{' …' if len(missing) > 5 else ''}; was it made for another {flag('arch')}? Rerun `fastcls sensitivity` "
             f"on a run of this architecture.{did_you_mean(missing[0], available)}"
         )

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from fastai.callback.core import Callback
 
+from fastcls.config import flag
 from fastcls.errors import ConfigError
 from fastcls.models.layers import penultimate
 from fastcls.runs import atomic_write_bytes
@@ -51,7 +52,7 @@ class EmbeddingSnapshots(Callback):
         start_epoch: int = 0,
     ) -> None:
         if every < 1:
-            raise ConfigError(f"--embed-every {every} must be at least 1 (snapshot every K-th epoch).")
+            raise ConfigError(f"{flag('embed_every')} {every} must be at least 1 (snapshot every K-th epoch).")
         self.every, self.folder, self.batches, self.limit = every, Path(folder), batches, limit
         self.epochs_done = start_epoch
         self.written: list[Path] = []

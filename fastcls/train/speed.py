@@ -8,6 +8,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from fastcls.config import flag
+
 __all__ = ["CPU_BATCH_SIZE", "auto_batch_size", "compile_model", "largest_fitting"]
 
 CPU_BATCH_SIZE = 64  # `--bs auto` on the CPU: memory is rarely the limit there, and 64 trains well
@@ -78,7 +80,9 @@ def auto_batch_size(model: nn.Module, size: int, device: torch.device, n_train: 
     if found == 0:
         from fastcls.errors import ConfigError
 
-        raise ConfigError(f"not even a batch of 1 fits in GPU memory at {size}px; lower --size or pick a smaller arch.")
+        raise ConfigError(
+            f"not even a batch of 1 fits in GPU memory at {size}px; lower {flag('size')} or pick a smaller arch."
+        )
     return max(1, found - found // 8)  # leave room for the optimiser state and fragmentation
 
 

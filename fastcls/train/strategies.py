@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from fastcls.config import TrainConfig
+from fastcls.config import TrainConfig, flag
 from fastcls.errors import ConfigError
 from fastcls.registry import Registry
 
@@ -56,7 +56,7 @@ def _freeze_to(s: TrainConfig, n: int, arg: int | None) -> list[Phase]:
     if arg is None or not 0 <= arg < n:
         raise ConfigError(
             f"freeze-to:K needs K between 0 and {n - 1} for this model ({n} layer groups); "
-            "`fastcls summary --arch A` lists them."
+            f"`fastcls summary {flag('arch')} A` lists them."
         )
     return [Phase(f"freeze-to:{arg}", s.epochs, arg, s.lr)]
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from fastai.callback.core import Callback
 
+from fastcls.config import flag
 from fastcls.errors import ConfigError
 from fastcls.registry import Registry
 
@@ -44,7 +45,7 @@ class TensorBoardLog(Callback):
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
                 raise ConfigError(
-                    "--log tensorboard needs the tensorboard package: pip install 'fastcls[track]'"
+                    f"{flag('log')} tensorboard needs the tensorboard package: pip install 'fastcls[track]'"
                 ) from None
             self.writer = SummaryWriter(str(self.folder / "tensorboard"))
 
@@ -88,7 +89,7 @@ class WandbLog(Callback):
         try:
             import wandb
         except ImportError:
-            raise ConfigError("--log wandb needs the wandb package: pip install 'fastcls[track]'") from None
+            raise ConfigError(f"{flag('log')} wandb needs the wandb package: pip install 'fastcls[track]'") from None
         run = self.config.get("run", {})
         mode = os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
         (self.folder / "wandb").mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import typer
+from typer.testing import CliRunner
 
 import fastcls
 from fastcls.cli.app import app
@@ -79,7 +80,30 @@ def test_every_option_lands_in_a_config_setting(name: str) -> None:
 def test_flags_come_from_the_declarations() -> None:
     assert flag("arch") == "--arch" and flag("crop_scale") == "--crop-scale" and flag("freeze_bn") == "--freeze-bn"
     assert flag("cache_features") == "--cache-features" and flag("not_a_setting") == "--not-a-setting"
+    assert flag("root") == "--runs-dir" and flag("preset") == "--aug"  # a field's flag, by its field name too
     assert settings_of("train")[0] == "arch" and "weights" not in settings_of("train")
+
+
+def test_a_config_field_declared_with_setting_is_the_option() -> None:
+    """The field is the one declaration: its flag, help and group are what every command that trains
+    shows, and its type is what the option parses."""
+    declared = {
+        f.name: f.metadata["flag"]
+        for kind in (DataConfig, ModelConfig, TrainConfig, AugConfig, CnnConfig, RunConfig)
+        for f in fields(kind)
+        if "flag" in f.metadata
+    }
+    assert len(declared) == len(SETTINGS) - 1  # every option but the legacy --freeze-bn/--train-bn is a field
+    for field_name, meta in declared.items():
+        option = SETTINGS[meta.name or field_name]
+        assert option.group == meta.group and meta.help
+        assert option.annotation.__metadata__[0].help == meta.help
+    group = typer.main.get_command(app)
+    train = group.get_command(group.context_class(group), "train")
+    blocks = next(p for p in train.params if p.name == "blocks")
+    assert blocks.help == CnnConfig.__dataclass_fields__["blocks"].metadata["flag"].help
+    refused = CliRunner().invoke(app, ["train", "builtin:digits", "--blocks", "three"])
+    assert refused.exit_code == 2 and "Invalid value for '--blocks'" in refused.output  # parsed as an int
 
 
 # Flags of other programs that fastcls's messages quote (torchrun, accelerate).

@@ -15,6 +15,7 @@ from fastcls.runs import atomic_write_text
 
 if TYPE_CHECKING:
     from fastcls.reporting import Reporter
+from fastcls.config import flag
 from fastcls.studies.recipes.reading import Recipe, load_recipe, references
 from fastcls.studies.recipes.steps import REFERENCE, STATE_FILE, STEPS, RecipeError, StepContext
 
@@ -167,7 +168,7 @@ def _markdown(recipe: Recipe, result: RecipeResult, overrides: Sequence[str], sm
     flags += "".join(f" --set {o}" for o in overrides)
     lines += [
         "",
-        f"Total: {result.seconds:.0f} s. Repeat with: `fastcls run {recipe.path}{flags} --out {result.out}` "
+        f"Total: {result.seconds:.0f} s. Repeat with: `fastcls run {recipe.path}{flags} {flag('out')} {result.out}` "
         "(steps already done are reused).",
         "",
     ]
@@ -219,7 +220,7 @@ def run_recipe(
         if folder.exists() and any(folder.iterdir()):
             if previous is None:
                 raise RecipeError(
-                    f"step {step.id!r}: {folder} exists but was not made by this recipe; pass another --out, "
+                    f"step {step.id!r}: {folder} exists but was not made by this recipe; pass another {flag('out')}, "
                     "or delete that folder."
                 )
             import shutil

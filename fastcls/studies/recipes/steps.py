@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fastcls.config import flag
 from fastcls.errors import ConfigError
 from fastcls.registry import Registry
 
@@ -260,7 +261,8 @@ def _scaling_step(ctx: StepContext) -> StepOutput:
 @register(
     "sensitivity",
     {"run", "data", "split", "method", "per", "batches", "top", "seed", "candidates", "bs"},
-    "rank a run's parameter tensors (fastcls sensitivity); ${ID.csv} feeds --freeze-sensitive/--boost-sensitive",
+    f"rank a run's parameter tensors (fastcls sensitivity); ${{ID.csv}} feeds {flag('freeze_sensitive')}/"
+    f"{flag('boost_sensitive')}",
 )
 def _sensitivity_step(ctx: StepContext) -> StepOutput:
     from fastcls.studies.sensitivity import CSV_NAME, sensitivity

@@ -229,12 +229,13 @@ class ImageClassifier:
         import torch
 
         from fastcls.data.loaders import Batches, DecodedSplit
+        from fastcls.device import inference_batch
 
         split = DecodedSplit(images, torch.zeros(len(images), dtype=torch.long), [], [])
         self.model.eval()
         with torch.inference_mode():
             device = next(self.model.parameters()).device
-            batches = Batches(split, self.preprocessing, 256, device=device)
+            batches = Batches(split, self.preprocessing, inference_batch(device), device=device)
             outputs = [self.model(x).float().softmax(-1).cpu() for x, _ in batches]
         return torch.cat(outputs) if outputs else torch.zeros(0, len(self.classes))
 

@@ -17,12 +17,11 @@ from torch import nn
 
 from fastcls.data.batching import Loader
 from fastcls.data.images import Preprocessing
+from fastcls.device import inference_batch
 from fastcls.errors import DataError
 from fastcls.reporting import Reporter
 
-__all__ = ["SCORE_BATCH", "Scores", "score", "score_files"]
-
-SCORE_BATCH = 256
+__all__ = ["Scores", "score", "score_files"]
 
 
 @dataclass
@@ -83,12 +82,14 @@ def score_files(
     on_bad_image: str = "skip",
     reporter: Reporter | None = None,
     description: str = "score",
-    bs: int = SCORE_BATCH,
+    bs: int | None = None,
 ) -> Scores:
-    """Probabilities of `model` for image files fed as `prep` says (labels default to zeros)."""
+    """Probabilities of `model` for image files fed as `prep` says (labels default to zeros), `bs` at a
+    time (default: `fastcls.device.inference_batch`)."""
     from fastcls.data.pipeline import scoring_loader
 
     device = next(model.parameters()).device
     labels = labels if labels is not None else torch.zeros(len(paths), dtype=torch.long)
+    bs = bs or inference_batch(device)
     loader = scoring_loader(paths, labels, prep, bs, device, on_bad_image, reporter, description)
     return score(model, loader, tta, reporter, description)

@@ -105,12 +105,13 @@ class TrainConfig:
     mixup: float = setting(0.0, TRAIN, help="MixUp with Beta(A, A), e.g. 0.4 (default off).")
     cutmix: float = setting(0.0, TRAIN, help="CutMix with Beta(A, A), e.g. 1.0 (default off).")
     clip_grad: float | None = setting(None, TRAIN, help="Clip the gradient norm to N (default off).")
-    precise_bn: int = setting(
-        200,
+    precise_bn: int | None = setting(
+        None,
         TRAIN,
         help="After every training epoch, recompute the running statistics of the BatchNorm layers that "
-        "trained from up to N training batches with the epoch's final weights (PreciseBN), so validation and "
-        "the saved model use statistics of the weights they hold; 0 keeps the running averages (default 200).",
+        "trained from up to N batches of un-augmented training images with the epoch's final weights "
+        "(PreciseBN), so validation and the saved model use statistics of the weights they hold; 0 keeps the "
+        "running averages (default: 200 batches, and at most a quarter of an epoch's).",
     )
     keep: str = setting(
         "last",
@@ -168,7 +169,8 @@ class TrainConfig:
         check_range("freeze_epochs", self.freeze_epochs, 0, 100000)
         check_range("lr_mult", self.lr_mult, 1.0, 1e6)
         check_range("unfreeze_every", self.unfreeze_every, 1, 100000)
-        check_range("precise_bn", self.precise_bn, 0, 1000000)
+        if self.precise_bn is not None:
+            check_range("precise_bn", self.precise_bn, 0, 1000000)
         check_range("momentum", self.momentum, 0.0, 0.9999)
         check_range("eps", self.eps, 0.0, 1.0)
         if self.step_size is not None:

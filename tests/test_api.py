@@ -26,13 +26,13 @@ def test_builtin_digits_recipe_fills_only_the_settings_left_unset(class_folders)
     from fastcls.build import with_suggestions
 
     clf = fastcls.ImageClassifier("cnn", epochs=1, filters=8).fit("builtin:digits", quiet=True)
-    assert clf.suggested == {"size": 16, "blocks": 3, "aug": "light", "label_smoothing": 0.1}
+    assert clf.suggested == {"size": 16, "blocks": 3, "aug": "light", "label_smoothing": 0.1, "wd": 0.05}
     assert len(clf.history) == 1 and clf.config.model.cnn.filters == 8 and clf.config.data.size == 16
     assert clf.config.model.cnn.blocks == 3 and clf.config.train.label_smoothing == 0.1
     # a config file's keys count as given; other data and other archs get nothing
     base = fastcls.Config().merged({"data": {"source": "builtin:digits"}})
     config, applied = with_suggestions(base, {"data": {"size": 8, "aug": "none"}}, {"train": {"epochs": 2}})
-    assert applied == {"blocks": 3, "filters": 64, "label_smoothing": 0.1} and config.model.cnn.blocks == 3
+    assert applied == {"blocks": 3, "filters": 64, "label_smoothing": 0.1, "wd": 0.05} and config.model.cnn.blocks == 3
     # keys count one by one: a [data.aug] table that sets hflip alone still takes the recipe's preset
     assert with_suggestions(base, {"data": {"aug": {"hflip": 0.5}}})[1]["aug"] == "light"
     assert with_suggestions(base.merged({"data": {"source": str(class_folders)}}), {})[1] == {}

@@ -37,6 +37,7 @@ from fastcls.data.loaders import (
 from fastcls.data.shards import Shard
 from fastcls.data.sources import ImageSource, Sample
 from fastcls.data.stream import FileItems, ItemBatches, MemoryItems, default_workers
+from fastcls.device import inference_batch
 from fastcls.errors import DataError
 from fastcls.reporting import Reporter
 
@@ -246,7 +247,7 @@ class TrainingData:
         train_options: dict[str, Any] = {
             "shuffle": True, "drop_last": True, "seed": seed, "weights": weights, "shard": shard,
         }  # fmt: skip
-        valid_bs = max(bs, 256)
+        valid_bs = inference_batch(self.device, bs)
         if self.loader == "memory":
             train_split, valid_split = self.decoded["train"], self.decoded["valid"]
             if per_image:

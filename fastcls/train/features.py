@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from fastcls.device import inference_batch
 from fastcls.models.heads import HeadSplit
 
 __all__ = ["FeatureBatches", "compute_features", "stochastic_layers"]
@@ -86,7 +87,7 @@ def compute_features(
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     try:
         with torch.no_grad(), torch.autocast(device_type, dtype=dtype, enabled=dtype is not None):
-            for images, targets in loader.in_order():
+            for images, targets in loader.in_order(inference_batch(loader.device, loader.bs)):
                 features.append(run(images).float())
                 labels.append(targets)
                 if features[0][0].numel() * 4 * loader.n > limit_bytes:

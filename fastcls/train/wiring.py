@@ -86,7 +86,7 @@ def assemble(
     # eval and restart re-estimate a pretrained model's statistics when its BatchNorm first trains
     # (README, "BatchNorm"); PreciseBatchNorm does that at every epoch's end, so the restart is only
     # needed without it
-    restarts = pretrained and settings.frozen_bn in ("eval", "restart") and not settings.precise_bn
+    restarts = pretrained and settings.frozen_bn in ("eval", "restart") and settings.precise_bn == 0
     restart = RestartBatchNormStats() if restarts else None
     made = Callbacks(
         log=log,
@@ -124,7 +124,7 @@ def assemble(
         made.all.append(BoostClip([lookup[name] for name in boosted_tensors], settings.boost_clip))
     if restart is not None:
         made.all.append(restart)
-    if settings.precise_bn:
+    if settings.precise_bn != 0:
         made.precise = PreciseBatchNorm(settings.precise_bn, history, made.ema.module if made.ema else None)
         made.all.append(made.precise)
     made.together = _together(made, world, history, generator)

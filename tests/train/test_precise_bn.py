@@ -61,7 +61,15 @@ def test_statistics_fit_the_final_weights_and_training_is_unchanged(split_folder
 
 def test_the_weights_average_gets_statistics_of_its_own_weights(split_folder):
     """--ema --keep ema ships the average: its BatchNorm statistics are recomputed for its weights too."""
-    clf = _fit(split_folder, ema=0.9, keep="ema")
+    clf = _fit(split_folder, ema=0.9, keep="ema", precise_bn=200)
     assert clf.checkpoint_epochs.get("ema") == 2
     first = next(m for m in clf.model.modules() if isinstance(m, nn.BatchNorm2d))
     assert torch.allclose(first.running_mean, _first_bn_input_mean(clf, split_folder), atol=1e-5)
+
+
+def test_by_default_the_pass_takes_at_most_a_quarter_of_an_epoch():
+    from fastcls.train.batchnorm import PreciseBatchNorm
+
+    auto = PreciseBatchNorm(None, [])
+    assert [auto.limit(n) for n in (2, 19, 400, 5000)] == [1, 4, 100, 200]
+    assert PreciseBatchNorm(7, []).limit(19) == 7  # --precise-bn N is taken as given

@@ -209,17 +209,14 @@ def _index() -> tuple[dict[str, tuple[tuple[str, ...], str]], dict[str, SettingF
 
 
 _PLACES, FLAGS = _index()  # flat name -> where it goes; option name -> SettingFlag, in --help order
+_BY_FIELD = {s.field: s for s in FLAGS.values()}  # `root` -> --runs-dir, `preset` -> --aug
 
 
 def flag(name: str) -> str:
     """The flag of a setting, for messages: `flag("crop_scale")` is `--crop-scale`, `flag("root")`
     `--runs-dir`. A name no flag sets is spelled as a flag all the same."""
-    if name in FLAGS:
-        return FLAGS[name].long
-    for s in FLAGS.values():
-        if s.field == name:
-            return s.long
-    return "--" + name.replace("_", "-")
+    found = FLAGS.get(name) or _BY_FIELD.get(name)
+    return found.long if found is not None else "--" + name.replace("_", "-")
 
 
 def load_config(path: str | Path) -> Config:

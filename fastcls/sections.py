@@ -14,7 +14,7 @@ from typing import Any
 
 from fastcls.aug_settings import AUTO_AUGMENTS, resolve_settings
 from fastcls.errors import ConfigError
-from fastcls.flags import AUG, CNN, DATA, FINETUNE, MODEL, RUN, SCALE_OUT, Flag, setting
+from fastcls.flags import AUG, CNN, DATA, FINETUNE, MODEL, RUN, SCALE_OUT, Flag, field_flag, setting
 from fastcls.setting_values import check_choice, check_range, parse_fraction
 
 __all__ = [
@@ -216,7 +216,8 @@ class RunConfig:
 
     def validate(self) -> None:
         if self.name is not None and ("/" in self.name or self.name in {"", ".", ".."}):
-            raise ConfigError(f"run name {self.name!r} must be a plain folder name; use --out for a path.")
+            out = field_flag(type(self), "out")
+            raise ConfigError(f"run name {self.name!r} must be a plain folder name; use {out} for a path.")
 
 
 @dataclass(frozen=True)
